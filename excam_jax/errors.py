@@ -1,0 +1,16 @@
+"""The one exception type that carries a message meant for the user."""
+
+import sys
+
+
+class UserError(Exception):
+  """A problem the user can fix (config, data, files); its message names the fix.
+
+  Command-line entry points catch it, print the message on one line and exit non-zero.
+  """
+
+
+def exit_with(error):
+  """Prints a UserError as one line on stderr and exits with status 1."""
+  print(f'error: {error}', file=sys.stderr)
+  sys.exit(1)
