@@ -26,7 +26,8 @@ def get_config():
   config.image_size = 224  # S: images are resized to S x S (448 is the other usual choice).
   config.shuffle_buffer = 2048
   config.parts = ml_collections.ConfigDict({  # Only read when dataset == 'parts'.
-      'preset': 'main', 'num_classes': 6, 'num_train': 4000, 'num_eval': 500, 'seed': 0})
+      'preset': 'main', 'num_classes': 6, 'image_size': 128, 'num_train': 4000, 'num_eval': 500,
+      'seed': 0})
 
   # Model.
   config.model = ml_collections.ConfigDict()
