@@ -14,3 +14,7 @@ def exit_with(error):
   """Prints a UserError as one line on stderr and exits with status 1."""
   print(f'error: {error}', file=sys.stderr)
   sys.exit(1)
+
+
+class ConfigError(UserError, ValueError):
+  """An invalid configuration value; the message names the field and the allowed values."""

@@ -1,0 +1,49 @@
+"""Other heads and per-map transforms: CAM (Zhou et al. 2016) and ADL applied per class map.
+
+ADL here is the thesis's variant (section 3.8.3), not Choe et al.'s original placement inside
+layer3/layer4 with the channel mean of trunk features as attention.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def adl_per_map(maps, rng, train, gamma=0.9, drop_rate=0.75):
+  """Attention-based dropout on each map: F * D with probability drop_rate, else F * sigmoid(F).
+
+  D = 1[F < gamma * max_spatial(F)] drops each map's most important cells; one Bernoulli draw per
+  step picks D or the importance map sigmoid(F) for the whole batch. Identity at test time.
+
+  Args:
+    maps: (B, h, w, C, M) maps.
+    rng: a PRNG key (unused when not training).
+    train: apply the dropout only in training.
+    gamma: drop threshold relative to each map's spatial maximum.
+    drop_rate: probability of picking the drop mask.
+  """
+  if not train:
+    return maps
+  peak = maps.max(axis=(1, 2), keepdims=True)
+  drop = jax.lax.stop_gradient((maps < gamma * peak).astype(maps.dtype))
+  importance = jax.nn.sigmoid(maps)
+  use_drop = jax.random.bernoulli(rng, drop_rate)
+  return maps * jnp.where(use_drop, drop, importance)
+
+
+class CAMHead(nn.Module):
+  """Global average pooling + dense layer; class map c is sum_k w[k, c] * f_k (no bias).
+
+  Returns `(logits, aux)` with logits (B, C) and aux['class_maps'] (B, h, w, C). The logits
+  equal the spatial mean of the class maps plus the bias.
+  """
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, features, train=False):
+    features = features.astype(jnp.float32)
+    dense = nn.Dense(self.num_classes, name='classifier')
+    logits = dense(features.mean(axis=(1, 2)))
+    kernel = dense.variables['params']['kernel']
+    class_maps = jnp.einsum('bhwk,kc->bhwc', features, kernel)
+    return logits, {'class_maps': class_maps}
