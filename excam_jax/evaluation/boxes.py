@@ -1,0 +1,182 @@
+"""From class maps to boxes (SPEC section 4).
+
+Box conventions. Inside the code boxes are TFDS-normalised [ymin, xmin, ymax, xmax] in [0, 1].
+The public functions of this module and of metrics.py take and give inclusive pixel boxes
+(x1, y1, x2, y2): the box covers columns x1..x2 and rows y1..y2 of an image of width W and
+height H. The conversion at the edge is
+
+  x1 = floor(xmin * W),  x2 = ceil(xmax * W) - 1   (the same for y with H)
+  xmin = x1 / W,         xmax = (x2 + 1) / W
+
+so a pixel box survives the round trip exactly.
+
+Class maps are upsampled bilinearly with half-pixel centres and clamped edges (the convention of
+jax.image.resize, OpenCV INTER_LINEAR and PyTorch align_corners=False). Connected components are
+8-connected and come from scipy.ndimage.label.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+import scipy.ndimage
+
+from excam_jax.errors import UserError
+
+# 8-connectivity in the last two axes only: stacked maps never touch each other.
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def _check_finite(maps, what='class map'):
+  """Raises UserError when a map holds NaN or infinity (a diverged model)."""
+  if not np.all(np.isfinite(maps)):
+    raise UserError(f'The {what} holds NaN or infinite values: the model diverged; evaluate an '
+                    'earlier checkpoint or retrain with a lower learning rate.')
+
+
+def interpolation_matrix(out_size, in_size):
+  """Returns the (out_size, in_size) matrix of 1-D bilinear upsampling.
+
+  Output sample i sits at source coordinate (i + 0.5) * in_size / out_size - 0.5, clamped to
+  [0, in_size - 1]; its value mixes the two nearest input samples linearly.
+  """
+  src = (np.arange(out_size, dtype=np.float64) + 0.5) * in_size / out_size - 0.5
+  src = np.clip(src, 0.0, in_size - 1)
+  lo = np.floor(src).astype(np.int64)
+  hi = np.minimum(lo + 1, in_size - 1)
+  frac = src - lo
+  matrix = np.zeros((out_size, in_size), dtype=np.float64)
+  rows = np.arange(out_size)
+  np.add.at(matrix, (rows, lo), 1.0 - frac)
+  np.add.at(matrix, (rows, hi), frac)
+  return matrix.astype(np.float32)
+
+
+def upsample(maps, height, width):
+  """Bilinearly resizes maps (..., h, w) to (..., height, width) with separable matrices."""
+  maps = np.asarray(maps, dtype=np.float32)
+  rows = interpolation_matrix(height, maps.shape[-2])
+  cols = interpolation_matrix(width, maps.shape[-1])
+  return np.einsum('Hh,...hw,Ww->...HW', rows, maps, cols, optimize=True)
+
+
+def normalized_to_pixels(boxes, height, width):
+  """Converts TFDS-normalised boxes (..., 4) [ymin, xmin, ymax, xmax] to inclusive pixel boxes.
+
+  Returns int64 (..., 4) as (x1, y1, x2, y2) with x1 = floor(xmin * W), x2 = ceil(xmax * W) - 1,
+  clipped to the image and with x2 >= x1. `height` and `width` broadcast against boxes[..., 0].
+  """
+  boxes = np.asarray(boxes, dtype=np.float64)
+  height = np.asarray(height, dtype=np.float64)
+  width = np.asarray(width, dtype=np.float64)
+  # The small slack keeps x1 / W * W from falling just below x1 in floating point.
+  x1 = np.floor(boxes[..., 1] * width + 1e-6)
+  y1 = np.floor(boxes[..., 0] * height + 1e-6)
+  x2 = np.ceil(boxes[..., 3] * width - 1e-6) - 1
+  y2 = np.ceil(boxes[..., 2] * height - 1e-6) - 1
+  x1 = np.clip(x1, 0, width - 1)
+  y1 = np.clip(y1, 0, height - 1)
+  x2 = np.clip(np.maximum(x2, x1), 0, width - 1)
+  y2 = np.clip(np.maximum(y2, y1), 0, height - 1)
+  return np.stack([x1, y1, x2, y2], axis=-1).astype(np.int64)
+
+
+def pixels_to_normalized(boxes, height, width):
+  """Converts inclusive pixel boxes (..., 4) (x1, y1, x2, y2) to TFDS-normalised boxes."""
+  boxes = np.asarray(boxes, dtype=np.float64)
+  return np.stack([boxes[..., 1] / height, boxes[..., 0] / width,
+                   (boxes[..., 3] + 1) / height, (boxes[..., 2] + 1) / width], axis=-1)
+
+
+def cam_to_boxes(cam, threshold):
+  """Boxes of the 8-connected components of `cam > threshold`, largest component first.
+
+  Args:
+    cam: 2-D class map at image resolution (already upsampled).
+    threshold: cells strictly above it are foreground.
+
+  Returns:
+    A list of inclusive pixel boxes (x1, y1, x2, y2), one per component, sorted by the
+    component's pixel count, largest first (ties: the component met first in raster order).
+
+  Raises:
+    UserError: if `cam` is not 2-D or holds NaN or infinite values.
+  """
+  cam = np.asarray(cam)
+  if cam.ndim != 2:
+    raise UserError(f'cam_to_boxes needs a 2-D map at image resolution, got shape {cam.shape}.')
+  _check_finite(cam)
+  comps = components(cam[None] > threshold)
+  order = np.argsort(-comps.area, kind='stable')
+  return [tuple(int(v) for v in comps.boxes[i]) for i in order]
+
+
+class Components(NamedTuple):
+  """Connected components of a stack of masks, in raster order of their first pixel.
+
+  map_index: (K,) index of the mask each component belongs to (non-decreasing).
+  area: (K,) pixel count.
+  boxes: (K, 4) inclusive (x1, y1, x2, y2) in the mask's pixel grid.
+  """
+  map_index: np.ndarray
+  area: np.ndarray
+  boxes: np.ndarray
+
+
+def components(masks):
+  """Labels a stack of boolean masks (..., H, W) at once, 8-connected within each mask.
+
+  All leading axes are flattened into one stack axis; `map_index` indexes that flattened axis.
+  """
+  masks = np.asarray(masks, dtype=bool)
+  height, width = masks.shape[-2:]
+  stack = masks.reshape(-1, height, width)
+  structure = np.zeros((3, 3, 3), dtype=bool)
+  structure[1] = _EIGHT
+  labels, count = scipy.ndimage.label(stack, structure=structure)
+  flat = labels.ravel()
+  fg = np.flatnonzero(flat)
+  lab = flat[fg] - 1
+  rows = (fg // width) % height
+  cols = fg % width
+  area = np.bincount(lab, minlength=count)
+  boxes = np.empty((count, 4), dtype=np.int64)
+  boxes[:, :2] = np.iinfo(np.int64).max
+  boxes[:, 2:] = -1
+  np.minimum.at(boxes[:, 0], lab, cols)
+  np.minimum.at(boxes[:, 1], lab, rows)
+  np.maximum.at(boxes[:, 2], lab, cols)
+  np.maximum.at(boxes[:, 3], lab, rows)
+  map_index = np.zeros(count, dtype=np.int64)
+  # Every pixel of a label lies in one mask: any pixel gives the mask index.
+  map_index[lab] = fg // (height * width)
+  return Components(map_index, area, boxes)
+
+
+def grid_boxes_to_pixels(boxes, grid_height, grid_width, height, width):
+  """Maps inclusive boxes on a working grid to inclusive pixel boxes of the original image."""
+  boxes = np.asarray(boxes)
+  normalized = pixels_to_normalized(boxes, grid_height, grid_width)
+  return normalized_to_pixels(normalized, height, width)
+
+
+def largest_per_map(comps, num_maps):
+  """Index into `comps` of each map's largest component (first in raster order on ties), or -1."""
+  best = np.full(num_maps, -1, dtype=np.int64)
+  if len(comps.area) == 0:
+    return best
+  # Sort by (map, -area, raster order); the first entry of each map is its largest component.
+  order = np.lexsort((np.arange(len(comps.area)), -comps.area, comps.map_index))
+  maps = comps.map_index[order]
+  first = np.ones(len(order), dtype=bool)
+  first[1:] = maps[1:] != maps[:-1]
+  best[maps[first]] = order[first]
+  return best
+
+
+def normalize_minmax(maps):
+  """Min-max normalises each map (..., H, W) to [0, 1]; a constant map becomes all zeros."""
+  maps = np.asarray(maps, dtype=np.float32)
+  low = maps.min(axis=(-2, -1), keepdims=True)
+  span = maps.max(axis=(-2, -1), keepdims=True) - low
+  safe = np.where(span > 0, span, 1.0)
+  return np.where(span > 0, (maps - low) / safe, 0.0).astype(np.float32)

@@ -1,0 +1,123 @@
+"""Tests of CAM-to-box conversion on literal maps with hand-worked boxes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from excam_jax.errors import UserError
+from excam_jax.evaluation import boxes
+
+
+class TestCamToBoxes:
+
+  def test_two_components_largest_first(self):
+    cam = np.array([
+        [0, 0, 0, 0, 0, 0],
+        [0, 1, 0, 0, 2, 2],
+        [0, 0, 0, 0, 2, 2],
+        [0, 0, 0, 0, 2, 0],
+        [0, 0, 0, 0, 0, 0],
+    ], dtype=np.float32)
+    # Right component: 5 pixels, columns 4-5, rows 1-3; left: one pixel at (1, 1).
+    assert boxes.cam_to_boxes(cam, 0.5) == [(4, 1, 5, 3), (1, 1, 1, 1)]
+
+  def test_diagonal_neighbours_join(self):
+    cam = np.array([
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+    ], dtype=np.float32)
+    assert boxes.cam_to_boxes(cam, 0.0) == [(0, 0, 2, 2)]
+
+  def test_threshold_is_strict(self):
+    cam = np.array([[0.5, 0.6], [0.4, 0.5]], dtype=np.float32)
+    assert boxes.cam_to_boxes(cam, 0.5) == [(1, 0, 1, 0)]
+
+  def test_equal_areas_keep_raster_order(self):
+    cam = np.array([
+        [0, 0, 0, 1],
+        [0, 0, 0, 0],
+        [1, 0, 0, 0],
+    ], dtype=np.float32)
+    assert boxes.cam_to_boxes(cam, 0.5) == [(3, 0, 3, 0), (0, 2, 0, 2)]
+
+  def test_constant_maps(self):
+    assert boxes.cam_to_boxes(np.zeros((4, 5)), 0.0) == []
+    assert boxes.cam_to_boxes(np.ones((4, 5)), 0.0) == [(0, 0, 4, 3)]
+
+  def test_nan_map_is_a_clear_error(self):
+    cam = np.zeros((3, 3))
+    cam[1, 1] = np.nan
+    with pytest.raises(UserError, match='NaN'):
+      boxes.cam_to_boxes(cam, 0.0)
+
+  def test_rejects_non_2d(self):
+    with pytest.raises(UserError, match='2-D'):
+      boxes.cam_to_boxes(np.zeros((2, 3, 3)), 0.0)
+
+
+class TestComponents:
+
+  def test_stacked_maps_never_join(self):
+    masks = np.zeros((2, 3, 3), dtype=bool)
+    masks[0, 2, :] = True
+    masks[1, 0, :] = True  # Touches map 0's last row only if the stack axis leaked.
+    comps = boxes.components(masks)
+    np.testing.assert_array_equal(comps.map_index, [0, 1])
+    np.testing.assert_array_equal(comps.area, [3, 3])
+    np.testing.assert_array_equal(comps.boxes, [[0, 2, 2, 2], [0, 0, 2, 0]])
+
+  def test_matches_cam_to_boxes_per_map(self):
+    rng = np.random.default_rng(0)
+    maps = rng.normal(size=(5, 9, 11))
+    comps = boxes.components(maps > 0.3)
+    largest = boxes.largest_per_map(comps, 5)
+    for i in range(5):
+      expected = boxes.cam_to_boxes(maps[i], 0.3)
+      mine = comps.boxes[comps.map_index == i]
+      assert sorted(map(tuple, mine.tolist())) == sorted(expected)
+      assert tuple(comps.boxes[largest[i]]) == expected[0]
+
+  def test_largest_per_map_without_components(self):
+    comps = boxes.components(np.zeros((2, 3, 3), dtype=bool))
+    np.testing.assert_array_equal(boxes.largest_per_map(comps, 2), [-1, -1])
+
+
+class TestConversions:
+
+  def test_normalized_to_pixels_by_hand(self):
+    # W = 10, H = 20: xmin 0.15 -> floor(1.5) = 1; xmax 0.5 -> ceil(5) - 1 = 4;
+    # ymin 0.1 -> 2; ymax 0.52 -> ceil(10.4) - 1 = 10.
+    got = boxes.normalized_to_pixels([0.1, 0.15, 0.52, 0.5], 20, 10)
+    np.testing.assert_array_equal(got, [1, 2, 4, 10])
+
+  def test_round_trip_is_exact(self):
+    pixel = np.array([[0, 0, 499, 374], [3, 7, 3, 7], [123, 45, 321, 300]])
+    normalized = boxes.pixels_to_normalized(pixel, 375, 500)
+    np.testing.assert_array_equal(boxes.normalized_to_pixels(normalized, 375, 500), pixel)
+
+  def test_grid_boxes_to_pixels(self):
+    # Grid 4 x 4 onto 8 x 12 (H x W): grid column 1..2 -> pixels 3..8, row 0..0 -> 0..1.
+    got = boxes.grid_boxes_to_pixels([[1, 0, 2, 0]], 4, 4, 8, 12)
+    np.testing.assert_array_equal(got, [[3, 0, 8, 1]])
+
+
+class TestUpsample:
+
+  def test_matches_jax_image_resize(self):
+    rng = np.random.default_rng(1)
+    maps = rng.normal(size=(2, 4, 5, 3)).astype(np.float32)
+    moved = np.moveaxis(maps, -1, 1)  # (B, C, h, w)
+    got = boxes.upsample(moved, 13, 17)
+    want = jax.image.resize(jnp.asarray(moved), (2, 3, 13, 17), 'bilinear')
+    np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
+
+  def test_by_hand(self):
+    # 1 x 2 -> 1 x 4: sources -0.25, 0.25, 0.75, 1.25 -> clamp, 0.25, 0.75, clamp.
+    got = boxes.upsample(np.array([[0.0, 4.0]]), 1, 4)
+    np.testing.assert_allclose(got, [[0.0, 1.0, 3.0, 4.0]])
+
+  def test_normalize_minmax_constant_map(self):
+    got = boxes.normalize_minmax(np.stack([np.full((2, 2), 3.0), [[0.0, 1.0], [2.0, 4.0]]]))
+    np.testing.assert_allclose(got, [[[0, 0], [0, 0]], [[0, 0.25], [0.5, 1.0]]])
