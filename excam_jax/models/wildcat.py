@@ -5,6 +5,7 @@ Pointwise Localization and Segmentation", CVPR 2017. The pooling follows the off
 including its final /2 (the thesis's formula drops it; it only rescales the scores).
 """
 
+import math
 from typing import Optional
 
 import flax.linen as nn
@@ -121,7 +122,7 @@ class WildcatHead(nn.Module):
 
   def threshold(self):
     """The ex-CAM threshold t in logit units: a constant or a learned parameter."""
-    t0 = float(jnp.log(self.drop_threshold) - jnp.log1p(-self.drop_threshold))
+    t0 = math.log(self.drop_threshold) - math.log1p(-self.drop_threshold)
     if self.learn_threshold == 'none':
       return t0
     shape = {'scalar': (), 'per_class': (self.num_classes,)}.get(self.learn_threshold)

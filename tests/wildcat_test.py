@@ -1,0 +1,92 @@
+"""WILDCAT pooling on literal maps with hand-worked answers, gradients and the head."""
+
+import jax
+import jax.numpy as jnp
+from jax.test_util import check_grads
+import numpy as np
+import pytest
+
+from excam_jax.models import wildcat
+
+# A 3x3 map with values 1..9 and a 4x4 map with values -8..7 (shuffled), as (1, h, w, 1).
+MAP3 = jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1)
+MAP4 = jnp.array([3., -8., 7., 0., -1., 5., -5., 2., -3., 6., -7., -2., 1., -6., 4., -4.]
+                 ).reshape(1, 4, 4, 1)
+
+
+
+@pytest.mark.parametrize('k, n, expected', [
+    (0.2, 49, 10), (0.2, 196, 39), (0.2, 9, 2), (0.01, 16, 1), (1, 49, 1), (1.0, 49, 1),
+    (3, 9, 3), (20, 9, 9), (0, 9, 0), (-1, 9, 0), (0.5, 16, 8)])
+def test_resolve_k(k, n, expected):
+  assert wildcat.resolve_k(k, n) == expected
+
+
+@pytest.mark.parametrize('maps, kmax, kmin, alpha, expected', [
+    (MAP3, 0.2, 0.2, 0.6, (8.5 + 0.6 * 1.5) / 2),   # 2 top cells (9, 8), 2 bottom (1, 2).
+    (MAP3, 1, 1, 0.6, (9 + 0.6 * 1) / 2),            # Counts: max and min.
+    (MAP3, 3, 0, 0.6, 8.0),                          # kmin = 0: top-3 mean only, no /2.
+    (MAP3, 0.2, 0.2, 0.0, 8.5),                      # alpha = 0: top mean only, no /2.
+    (MAP3, 20, 20, 1.0, 5.0),                        # k larger than n: every cell.
+    (MAP3, 0.2, None, 0.6, (8.5 + 0.6 * 1.5) / 2),   # kmin=None means kmin=kmax.
+    (MAP4, 0.2, 0.5, 0.7, (6.0 + 0.7 * -4.5) / 2),   # top 3 of 16: 7, 6, 5; bottom 8: -8..-1.
+    (MAP4, 0.01, 0, 0.6, 7.0),                       # a tiny fraction still takes one cell.
+    (MAP4, 1, 2, 1.0, (7.0 + -7.5) / 2),
+])
+def test_wildcat_pool_literal(maps, kmax, kmin, alpha, expected):
+  out = wildcat.wildcat_pool(maps, kmax=kmax, kmin=kmin, alpha=alpha)
+  assert out.shape == (1, 1)
+  np.testing.assert_allclose(out[0, 0], expected, rtol=1e-6)
+
+
+def test_wildcat_pool_per_class_and_batch():
+  maps = jnp.concatenate([MAP3, -MAP3, MAP3 * 2], axis=-1)  # (1, 3, 3, 3)
+  maps = jnp.concatenate([maps, maps + 1], axis=0)  # (2, 3, 3, 3)
+  out = wildcat.wildcat_pool(maps, kmax=1, kmin=1, alpha=1.0)
+  # Per class: (max + min) / 2. Class 0: 5; class 1: (-1 + -9) / 2 = -5; class 2: 10.
+  np.testing.assert_allclose(out, [[5, -5, 10], [6, -4, 11]], rtol=1e-6)
+
+
+def test_wildcat_pool_gradient_by_hand():
+  grad = jax.grad(lambda m: wildcat.wildcat_pool(m, 0.2, 0.2, 0.6).sum())(MAP3)
+  expected = np.zeros(9)
+  expected[[7, 8]] = 0.5 / 2       # 1/kmax, halved.
+  expected[[0, 1]] = 0.6 / 2 / 2   # alpha/kmin, halved.
+  np.testing.assert_allclose(grad.reshape(9), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize('kmax, kmin, alpha', [(0.2, 0.2, 0.6), (3, 0, 0.6), (1, 5, 0.7)])
+def test_wildcat_pool_check_grads(kmax, kmin, alpha):
+  # Distinct values keep top-k away from ties, where it is not differentiable.
+  maps = jax.random.permutation(jax.random.key(0), jnp.linspace(-2., 2., 2 * 5 * 5 * 3))
+  maps = maps.reshape(2, 5, 5, 3)
+  check_grads(lambda m: wildcat.wildcat_pool(m, kmax, kmin, alpha), (maps,), order=2,
+              modes=('fwd', 'rev'), eps=1e-3)
+
+
+def test_wildcat_pool_rejects_empty_kmax():
+  with pytest.raises(ValueError, match='kmax'):
+    wildcat.wildcat_pool(MAP3, kmax=0)
+
+
+def test_class_wise_pool_channel_order():
+  # Channel c*M + m is map m of class c: classes are contiguous blocks of M channels.
+  maps = jnp.array([1., 2., 3., 10., 20., 30.]).reshape(1, 1, 1, 6)
+  np.testing.assert_allclose(wildcat.class_wise_pool(maps, 3)[0, 0, 0], [2., 20.])
+  np.testing.assert_allclose(wildcat.class_wise_pool(maps, 2)[0, 0, 0], [1.5, 6.5, 25.])
+  with pytest.raises(ValueError):
+    wildcat.class_wise_pool(maps, 4)
+
+
+def test_head_matches_pooling_functions():
+  head = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=2, kmin=1, alpha=0.7,
+                             method='wildcat')
+  features = jax.random.normal(jax.random.key(1), (2, 4, 4, 5))
+  variables = head.init(jax.random.key(2), features)
+  logits, aux = head.apply(variables, features)
+  p = variables['params']['classifier']
+  raw = jnp.einsum('bhwk,kc->bhwc', features, p['kernel'][0, 0]) + p['bias']
+  class_maps = wildcat.class_wise_pool(raw, 2)
+  np.testing.assert_allclose(aux['class_maps'], class_maps, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(logits, wildcat.wildcat_pool(class_maps, 2, 1, 0.7), rtol=1e-5)
+  assert aux['maps'].shape == (2, 4, 4, 3, 2)
