@@ -1,0 +1,150 @@
+"""Preprocessing: small dict -> dict functions on single examples, usable eagerly and in tf.data.
+
+An example entering these functions holds:
+  image          uint8 (H, W, 3), or a scalar string of encoded bytes before `decode_image`.
+  boxes          float32 (n, 4) TFDS-normalised [ymin, xmin, ymax, xmax].
+  box_labels     int32 (n,).
+  box_difficult  bool (n,).
+  image_id       int32 scalar.
+Normalised boxes do not change under an anisotropic resize, so only the flip touches them.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def normalize(image01):
+  """Maps an RGB image in [0, 1] to ImageNet-normalised values: (x - mean) / std per channel.
+
+  Args:
+    image01: float array or tensor (..., 3) with values in [0, 1] (numpy or TF).
+
+  Returns:
+    The normalised image, same type and shape.
+  """
+  return (image01 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def denormalize(image):
+  """Inverse of `normalize`: x * std + mean, for display."""
+  return image * IMAGENET_STD + IMAGENET_MEAN
+
+
+def decode_image(example):
+  """Decodes the encoded image bytes into uint8 (H, W, 3) and records the original size."""
+  example = dict(example)
+  image = tf.io.decode_image(example['image'], channels=3, expand_animations=False)
+  example['image'] = image
+  example['orig_size'] = tf.shape(image)[:2]
+  return example
+
+
+def set_orig_size(example):
+  """Records the size of an already decoded image as orig_size (height, width)."""
+  example = dict(example)
+  example['orig_size'] = tf.shape(example['image'])[:2]
+  return example
+
+
+def resize(example, size):
+  """Resizes the image anisotropically to size x size, as float32 in [0, 1].
+
+  Bilinear with antialiasing, so that downscaling VOC images (about 500 x 375) does not alias.
+  """
+  example = dict(example)
+  image = tf.image.convert_image_dtype(example['image'], tf.float32)
+  if tuple(image.shape[:2]) != (size, size):
+    image = tf.image.resize(image, (size, size), method='bilinear', antialias=True)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+  example['image'] = image
+  return example
+
+
+def flip_left_right(example):
+  """Mirrors the image and its boxes horizontally: xmin' = 1 - xmax, xmax' = 1 - xmin."""
+  example = dict(example)
+  example['image'] = tf.reverse(example['image'], axis=[1])
+  if 'boxes' in example:
+    ymin, xmin, ymax, xmax = tf.unstack(example['boxes'], axis=-1)
+    example['boxes'] = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+  return example
+
+
+def random_flip(example, seed):
+  """Flips with probability 1/2, decided by a stateless draw from `seed` (shape (2,) int).
+
+  A stateless draw keyed by the example's position in the stream makes the pipeline
+  deterministic and exactly resumable whatever the parallelism.
+  """
+  flip = tf.random.stateless_uniform([], seed=seed) < 0.5
+  return tf.cond(flip, lambda: flip_left_right(example), lambda: dict(example))
+
+
+def normalize_image(example):
+  """Applies `normalize` to the example's [0, 1] image."""
+  example = dict(example)
+  example['image'] = normalize(example['image'])
+  return example
+
+
+def multi_hot(example, num_classes):
+  """Adds label (multi-hot over all objects) and ignore (classes present only as difficult).
+
+  label[c] = 1 if any object has class c; ignore[c] = label[c] and no non-difficult object has c.
+  """
+  example = dict(example)
+  labels = tf.cast(example['box_labels'], tf.int32)
+  valid = labels >= 0
+  onehot = tf.one_hot(tf.where(valid, labels, 0), num_classes, dtype=tf.float32)
+  onehot *= tf.cast(valid, tf.float32)[:, None]
+  easy = tf.cast(tf.logical_not(example['box_difficult']), tf.float32)[:, None]
+  present = tf.reduce_max(tf.concat([onehot, tf.zeros((1, num_classes))], 0), axis=0)
+  present_easy = tf.reduce_max(tf.concat([onehot * easy, tf.zeros((1, num_classes))], 0), axis=0)
+  example['label'] = present
+  example['ignore'] = tf.logical_and(present > 0, present_easy == 0)
+  return example
+
+
+def pad_boxes(example, max_boxes):
+  """Pads (or truncates) boxes, box_labels (-1 pad) and box_difficult to max_boxes rows."""
+  example = dict(example)
+  n = tf.minimum(tf.shape(example['box_labels'])[0], max_boxes)
+  pad = max_boxes - n
+  example['boxes'] = tf.pad(tf.cast(example['boxes'][:n], tf.float32), [[0, pad], [0, 0]])
+  example['box_labels'] = tf.pad(
+      tf.cast(example['box_labels'][:n], tf.int32), [[0, pad]], constant_values=-1)
+  example['box_difficult'] = tf.pad(example['box_difficult'][:n], [[0, pad]])
+  example['boxes'].set_shape((max_boxes, 4))
+  example['box_labels'].set_shape((max_boxes,))
+  example['box_difficult'].set_shape((max_boxes,))
+  return example
+
+
+def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed=None):
+  """Full per-example preprocessing to the batch format of `excam_jax.data` (mask included).
+
+  Args:
+    example: a raw example (see the module docstring).
+    size: S, the side of the output image.
+    num_classes: C, the length of label and ignore.
+    max_boxes: rows of the padded box arrays.
+    encoded: whether `image` holds encoded bytes (VOC) or decoded uint8 pixels (parts).
+    flip_seed: (2,) int stateless seed for the random horizontal flip; None for evaluation.
+
+  Returns:
+    A dict with image, label, ignore, boxes, box_labels, box_difficult, orig_size, image_id, mask.
+  """
+  example = decode_image(example) if encoded else set_orig_size(example)
+  example = resize(example, size)
+  if flip_seed is not None:
+    example = random_flip(example, flip_seed)
+  example = normalize_image(example)
+  example = multi_hot(example, num_classes)
+  example = pad_boxes(example, max_boxes)
+  example['orig_size'] = tf.cast(example['orig_size'], tf.int32)
+  example['image_id'] = tf.cast(example['image_id'], tf.int32)
+  example['mask'] = tf.constant(1.0, tf.float32)
+  return example

@@ -1,0 +1,135 @@
+"""PASCAL VOC through TFDS: offline preparation from the genuine tars, and raw example streams.
+
+The TFDS builder `voc/2007` or `voc/2012` prepares the data from the tars placed in the manual dir
+(no network). Raw examples keep the image encoded, so that shuffling, skipping and splitting over
+processes never decode an image that is not used.
+"""
+
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
+
+from excam_jax.errors import UserError
+
+CLASS_NAMES = (
+    'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+    'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
+    'tvmonitor')
+TARS = {
+    'voc/2007': ('VOCtrainval_06-Nov-2007.tar', 'VOCtest_06-Nov-2007.tar'),
+    'voc/2012': ('VOCtrainval_11-May-2012.tar', 'VOC2012test.tar'),
+}
+# VOC 2007 trainval is TFDS's train + validation; VOC 2012 has no public test annotations.
+SPLITS = {
+    'voc/2007': {'trainval': 'train+validation', 'train': 'train', 'validation': 'validation',
+                 'val': 'validation', 'test': 'test'},
+    'voc/2012': {'trainval': 'train+validation', 'train': 'train', 'validation': 'validation',
+                 'val': 'validation'},
+}
+MAX_BOXES = 64  # The most objects in one image: 42 in VOC 2007, 56 in VOC 2012.
+
+
+def data_dir(config):
+  """The TFDS data dir of the config ('' means the TFDS default, ~/tensorflow_datasets)."""
+  return os.path.expanduser(config.data_dir) if config.data_dir else tfds.core.constants.DATA_DIR
+
+
+def manual_dir(config):
+  """Where the VOC tars must lie: config.manual_dir, else <data_dir>/downloads/manual."""
+  if config.manual_dir:
+    return os.path.expanduser(config.manual_dir)
+  return os.path.join(data_dir(config), 'downloads', 'manual')
+
+
+def tfds_split(name, split):
+  """Maps a config split name ('trainval', 'test', ...) to the TFDS split of `name`."""
+  if split not in SPLITS[name]:
+    raise UserError(f'{name} has splits {sorted(SPLITS[name])}; set config.train_split / '
+                    f'config.eval_split to one of them, not {split!r}.')
+  return SPLITS[name][split]
+
+
+def is_prepared(builder):
+  """Whether the TFDS builder's prepared files exist (a seam for tests on mocked data)."""
+  return builder.is_prepared()
+
+
+def missing_tars(name, directory):
+  """The tar names of `name` that are absent from `directory`."""
+  return [t for t in TARS[name] if not os.path.isfile(os.path.join(directory, t))]
+
+
+def missing_data_message(name, directory):
+  """One sentence naming the exact tars to put in `directory` and the command to run."""
+  tars = ' and '.join(TARS[name])
+  return (f'{name} is not prepared: put {tars} (the original PASCAL VOC tars) in {directory}, '
+          f'then run python -m excam_jax.data.prepare --dataset={name} --manual_dir={directory}.')
+
+
+def check_tar_sizes(builder, name, directory):
+  """Raises UserError naming a tar whose size differs from the genuine one (a quick checksum)."""
+  for info in builder.url_infos.values():
+    path = os.path.join(directory, info.filename)
+    if info.filename in TARS[name] and os.path.getsize(path) != int(info.size):
+      raise UserError(f'{path} is not the genuine {info.filename} ({os.path.getsize(path)} bytes, '
+                      f'expected {int(info.size)}): download it again.')
+
+
+def prepare(builder, directory):
+  """Prepares the TFDS data from the tars in `directory`, offline, with TFDS progress bars.
+
+  Raises:
+    UserError: when a tar is missing, has the wrong size or the wrong checksum.
+  """
+  name = f'{builder.name}/{builder.builder_config.name}'
+  if missing_tars(name, directory):
+    raise UserError(missing_data_message(name, directory))
+  check_tar_sizes(builder, name, directory)
+  download_config = tfds.download.DownloadConfig(manual_dir=directory)
+  try:
+    builder.download_and_prepare(download_config=download_config)
+  except NonMatchingChecksumError as error:
+    bad = [t for t in TARS[name] if t in str(error)] or list(TARS[name])
+    raise UserError(f'{os.path.join(directory, bad[0])} does not have the checksum of the genuine '
+                    f'{bad[0]}: download it again.') from error
+
+
+def load_builder(config):
+  """The prepared TFDS builder of config.dataset; prepares it from local tars when needed.
+
+  Raises:
+    UserError: naming the tars and where to put them when the data is neither prepared nor
+      available as tars.
+  """
+  builder = tfds.builder(config.dataset, data_dir=config.data_dir or None)
+  if not is_prepared(builder):
+    prepare(builder, manual_dir(config))
+  return builder
+
+
+def _to_raw(index, example):
+  """Keeps what the pipeline needs, in the raw format of `excam_jax.data.preprocess`."""
+  objects = example['objects']
+  return {
+      'image': example['image'],
+      'boxes': tf.cast(objects['bbox'], tf.float32),
+      'box_labels': tf.cast(objects['label'], tf.int32),
+      'box_difficult': tf.cast(objects['is_difficult'], tf.bool),
+      'image_id': tf.cast(index, tf.int32),
+  }
+
+
+def raw_dataset(builder, split):
+  """Examples of a TFDS split in a fixed order, image still encoded, with their index as image_id.
+
+  Returns:
+    (dataset, num_examples).
+  """
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={'image': tfds.decode.SkipDecoding()})
+  num = int(ds.cardinality())
+  if num < 0:  # Unknown cardinality: count records, which reads but never decodes images.
+    num = int(ds.reduce(0, lambda n, _: n + 1))
+  return ds.enumerate().map(_to_raw), num
