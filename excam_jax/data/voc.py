@@ -77,6 +77,14 @@ def check_tar_sizes(builder, name, directory):
                       f'expected {int(info.size)}): download it again.')
 
 
+def check_tars(builder, directory):
+  """Raises UserError when a tar of the builder's data set is missing or has the wrong size."""
+  name = f'{builder.name}/{builder.builder_config.name}'
+  if missing_tars(name, directory):
+    raise UserError(missing_data_message(name, directory))
+  check_tar_sizes(builder, name, directory)
+
+
 def prepare(builder, directory):
   """Prepares the TFDS data from the tars in `directory`, offline, with TFDS progress bars.
 
@@ -84,9 +92,7 @@ def prepare(builder, directory):
     UserError: when a tar is missing, has the wrong size or the wrong checksum.
   """
   name = f'{builder.name}/{builder.builder_config.name}'
-  if missing_tars(name, directory):
-    raise UserError(missing_data_message(name, directory))
-  check_tar_sizes(builder, name, directory)
+  check_tars(builder, directory)
   download_config = tfds.download.DownloadConfig(manual_dir=directory)
   try:
     builder.download_and_prepare(download_config=download_config)
