@@ -118,6 +118,16 @@ class TestUpsample:
     got = boxes.upsample(np.array([[0.0, 4.0]]), 1, 4)
     np.testing.assert_allclose(got, [[0.0, 1.0, 3.0, 4.0]])
 
+  def test_upsampled_argmax_matches_brute_force(self):
+    rng = np.random.default_rng(2)
+    maps = rng.normal(size=(6, 5, 7)).astype(np.float32)
+    maps[0] = 1.0  # Constant: every pixel ties, the first one wins.
+    maps[1] = np.round(maps[1])  # Many ties.
+    for height, width in ((23, 31), (5, 7), (3, 40)):
+      full = boxes.upsample(maps, height, width).reshape(6, -1).argmax(axis=1)
+      got = boxes.upsampled_argmax(maps, height, width)
+      np.testing.assert_array_equal(got, np.stack([full % width, full // width], axis=1))
+
   def test_normalize_minmax_constant_map(self):
     got = boxes.normalize_minmax(np.stack([np.full((2, 2), 3.0), [[0.0, 1.0], [2.0, 4.0]]]))
     np.testing.assert_allclose(got, [[[0, 0], [0, 0]], [[0, 0.25], [0.5, 1.0]]])

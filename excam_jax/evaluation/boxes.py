@@ -15,6 +15,7 @@ jax.image.resize, OpenCV INTER_LINEAR and PyTorch align_corners=False). Connecte
 8-connected and come from scipy.ndimage.label.
 """
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +34,7 @@ def _check_finite(maps, what='class map'):
                     'earlier checkpoint or retrain with a lower learning rate.')
 
 
+@functools.lru_cache(maxsize=256)
 def interpolation_matrix(out_size, in_size):
   """Returns the (out_size, in_size) matrix of 1-D bilinear upsampling.
 
@@ -48,7 +50,18 @@ def interpolation_matrix(out_size, in_size):
   rows = np.arange(out_size)
   np.add.at(matrix, (rows, lo), 1.0 - frac)
   np.add.at(matrix, (rows, hi), frac)
-  return matrix.astype(np.float32)
+  matrix = matrix.astype(np.float32)
+  matrix.flags.writeable = False  # Cached and shared.
+  return matrix
+
+
+@functools.lru_cache(maxsize=256)
+def _band_edges(out_size, in_size):
+  """Output rows that start or end a band of rows mixing the same two input rows."""
+  band = [tuple(np.flatnonzero(r)) for r in interpolation_matrix(out_size, in_size)]
+  edge = [i in (0, out_size - 1) or band[i] != band[i - 1] or band[i] != band[i + 1]
+          for i in range(out_size)]
+  return np.flatnonzero(edge)
 
 
 def upsample(maps, height, width):
@@ -56,7 +69,28 @@ def upsample(maps, height, width):
   maps = np.asarray(maps, dtype=np.float32)
   rows = interpolation_matrix(height, maps.shape[-2])
   cols = interpolation_matrix(width, maps.shape[-1])
-  return np.einsum('Hh,...hw,Ww->...HW', rows, maps, cols, optimize=True)
+  return np.matmul(rows, np.matmul(maps, cols.T))
+
+
+def upsampled_argmax(maps, height, width):
+  """Argmax of each map (..., h, w) bilinearly upsampled to height x width, without upsampling.
+
+  Between two input rows an output row is a convex combination (1 - a) u + a v of two
+  column-upsampled rows, and its maximum over columns is convex in a: over the rows of one band
+  (the rows mixing the same two input rows) it peaks at the band's first or last row. Only those
+  rows are evaluated; the result equals the argmax of the full upsampled map (first in raster
+  order on ties).
+
+  Returns:
+    int64 (..., 2): the point (x, y) in output pixels.
+  """
+  maps = np.asarray(maps, dtype=np.float32)
+  rows = interpolation_matrix(height, maps.shape[-2])
+  cols = interpolation_matrix(width, maps.shape[-1])
+  candidates = _band_edges(height, maps.shape[-2])
+  values = np.matmul(rows[candidates], np.matmul(maps, cols.T))
+  flat = values.reshape(values.shape[:-2] + (-1,)).argmax(axis=-1)
+  return np.stack([flat % width, candidates[flat // width]], axis=-1).astype(np.int64)
 
 
 def normalized_to_pixels(boxes, height, width):
@@ -133,23 +167,36 @@ def components(masks):
   structure = np.zeros((3, 3, 3), dtype=bool)
   structure[1] = _EIGHT
   labels, count = scipy.ndimage.label(stack, structure=structure)
-  flat = labels.ravel()
-  fg = np.flatnonzero(flat)
-  lab = flat[fg] - 1
-  rows = (fg // width) % height
-  cols = fg % width
-  area = np.bincount(lab, minlength=count)
-  boxes = np.empty((count, 4), dtype=np.int64)
-  boxes[:, :2] = np.iinfo(np.int64).max
-  boxes[:, 2:] = -1
-  np.minimum.at(boxes[:, 0], lab, cols)
-  np.minimum.at(boxes[:, 1], lab, rows)
-  np.maximum.at(boxes[:, 2], lab, cols)
-  np.maximum.at(boxes[:, 3], lab, rows)
-  map_index = np.zeros(count, dtype=np.int64)
-  # Every pixel of a label lies in one mask: any pixel gives the mask index.
-  map_index[lab] = fg // (height * width)
+  # Labels grow in raster order, so each mask owns a contiguous range of them.
+  last = labels.reshape(len(stack), -1).max(axis=1)
+  first = np.concatenate([[0], np.maximum.accumulate(last)[:-1]]) + 1
+  per_map = np.where(last > 0, last - first + 1, 0)
+  map_index = np.repeat(np.arange(len(stack)), per_map)
+  area = np.zeros(count, dtype=np.int64)
+  boxes = np.zeros((count, 4), dtype=np.int64)
+  single = np.flatnonzero(per_map == 1)
+  if len(single):
+    # Most masks hold one component: its box is the mask's own extent.
+    area[first[single] - 1], boxes[first[single] - 1] = _mask_extents(stack[single])
+  multi = np.flatnonzero(per_map > 1)
+  if len(multi):
+    sub = labels[multi]
+    area += np.bincount(sub.ravel(), minlength=count + 1)[1:]
+    for lab, found in enumerate(scipy.ndimage.find_objects(sub)):
+      if found is not None:
+        boxes[lab] = (found[2].start, found[1].start, found[2].stop - 1, found[1].stop - 1)
   return Components(map_index, area, boxes)
+
+
+def _mask_extents(masks):
+  """Pixel counts (K,) and inclusive boxes (K, 4) of non-empty masks (K, H, W)."""
+  rows = masks.any(axis=2)
+  cols = masks.any(axis=1)
+  y1 = np.argmax(rows, axis=1)
+  y2 = rows.shape[1] - 1 - np.argmax(rows[:, ::-1], axis=1)
+  x1 = np.argmax(cols, axis=1)
+  x2 = cols.shape[1] - 1 - np.argmax(cols[:, ::-1], axis=1)
+  return masks.sum(axis=(1, 2)), np.stack([x1, y1, x2, y2], axis=1)
 
 
 def grid_boxes_to_pixels(boxes, grid_height, grid_width, height, width):
