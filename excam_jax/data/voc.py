@@ -70,11 +70,12 @@ def missing_data_message(name, directory):
 
 def check_tar_sizes(builder, name, directory):
   """Raises UserError naming a tar whose size differs from the genuine one (a quick checksum)."""
-  for info in builder.url_infos.values():
-    path = os.path.join(directory, info.filename)
-    if info.filename in TARS[name] and os.path.getsize(path) != int(info.size):
-      raise UserError(f'{path} is not the genuine {info.filename} ({os.path.getsize(path)} bytes, '
-                      f'expected {int(info.size)}): download it again.')
+  sizes = {info.filename: int(info.size) for info in builder.url_infos.values()}
+  for tar in TARS[name]:
+    path = os.path.join(directory, tar)
+    if os.path.getsize(path) != sizes[tar]:
+      raise UserError(f'{path} is not the genuine {tar} ({os.path.getsize(path)} bytes, '
+                      f'expected {sizes[tar]}): download it again.')
 
 
 def check_tars(builder, directory):
