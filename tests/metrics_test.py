@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from excam_jax.errors import UserError
 from excam_jax.evaluation import metrics
 
 BOX = (0, 0, 9, 9)  # 10 x 10 = 100 pixels.
@@ -186,3 +187,31 @@ class TestExpansionAndAccumulators:
     det.add_detections(0, 0, 0.8, [BOX])
     got = det.compute()
     assert got[0] == pytest.approx(0.5) and np.isnan(got[1])
+
+
+class TestMaskMeasures:
+
+  def test_by_hand(self):
+    cam = np.array([[3.0, 1.0, -1.0],
+                    [1.0, -1.0, -1.0],
+                    [-1.0, -1.0, 2.0]])
+    body = np.array([[0, 1, 1], [1, 1, 0], [0, 0, 0]], bool)
+    part = np.array([[1, 0, 0], [0, 0, 0], [0, 0, 0]], bool)
+    background = ~(body | part)
+    got = metrics.mask_measures(cam, body, part, background)
+    # Active: (0,0) part, (0,1) body, (1,0) body, (2,2) background.
+    assert got['body_coverage'] == pytest.approx(2 / 4)
+    assert got['part_coverage'] == 1.0
+    assert got['background_activation'] == pytest.approx(1 / 4)
+    assert got['map_precision'] == pytest.approx(3 / 4)
+    assert got['argmax_in'] == 'part'
+
+  def test_constant_map_and_empty_masks(self):
+    empty = np.zeros((2, 2), bool)
+    got = metrics.mask_measures(np.zeros((2, 2)), empty, empty, ~empty)
+    assert np.isnan(got['body_coverage']) and np.isnan(got['map_precision'])
+    assert got['background_activation'] == 0.0 and got['argmax_in'] == 'outside'
+
+  def test_nan_map(self):
+    with pytest.raises(UserError, match='NaN'):
+      metrics.mask_measures(np.full((2, 2), np.nan), *(np.zeros((2, 2), bool),) * 3)

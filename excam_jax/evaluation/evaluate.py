@@ -27,7 +27,10 @@ Which maps give which metric (SPEC section 4):
 """
 
 import concurrent.futures
+import json
+import math
 import multiprocessing
+import os
 
 import numpy as np
 
@@ -286,6 +289,7 @@ def evaluate(predict_fn, batches, class_names, *, localization=True, threshold=0
     'localization_ap_07', 'pointwise_ap', 'corloc', 'maxboxacc', 'maxboxaccv2', 'expansion',
     'maxboxacc_threshold', 'maxboxaccv2_thresholds') and 'per_class' (metric -> list of C floats).
   """
+  workers = min(workers, os.cpu_count() or 1)
   if workers > 1 and localization:
     # 'spawn' keeps the workers free of the parent's JAX threads; they import numpy and scipy only.
     context = multiprocessing.get_context('spawn')
@@ -324,3 +328,271 @@ def _evaluate(predict_fn, batches, class_names, localization, local_args):
     per_class.update(local_per_class)
   result['per_class'] = {k: [float(v) for v in values] for k, values in per_class.items()}
   return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports: protocols, reference numbers (SPEC section 6) and markdown tables.
+
+PROTOCOLS = {
+    'classification_map': 'VOC classification AP (non-interpolated; difficult-only images '
+                          'skipped per class), mean over classes',
+    'localization_ap': 'VOC detection AP, all-point (VOC 2010+): components of sigma(z_c) > 0.5 '
+                       'for predicted classes, score sigma(s_c), IoU > 0.5 (+1 pixels), difficult '
+                       'ignored, duplicates false positives',
+    'localization_ap_07': 'the same detections, VOC 2007 11-point AP',
+    'pointwise_ap': 'pointwise localization AP (Oquab et al. 2015): argmax of the upsampled map '
+                    'inside a box of the class enlarged by 18 pixels',
+    'corloc': 'CorLoc: largest component of sigma(z_c) > 0.5, IoU >= 0.5, over the images '
+              'holding the class',
+    'maxboxacc': 'MaxBoxAcc (wsolevaluation): min-max normalised map, largest component, '
+                 'IoU >= 0.5, best threshold',
+    'maxboxaccv2': 'MaxBoxAccV2: all components, IoU >= {0.3, 0.5, 0.7} averaged, best '
+                   'threshold per IoU',
+    'expansion': 'area(largest box) / area(best-overlapping ground-truth box) for correctly '
+                 'classified positives',
+    'parts_body_coverage': 'parts data set: fraction of body pixels where z_c > 0',
+    'parts_part_coverage': 'parts data set: fraction of part pixels where z_c > 0',
+    'parts_background_activation': 'parts data set: fraction of background pixels where z_c > 0',
+    'parts_map_precision': 'parts data set: fraction of pixels with z_c > 0 on objects of class c',
+}
+
+VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
+               'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
+               'sheep', 'sofa', 'train', 'tvmonitor')
+
+# Per-class reference values in VOC class order: metric -> {column name: values}.
+PER_CLASS_REFERENCES = {
+    'voc/2012': {
+        'localization_ap': {
+            'ex-CAM (thesis T1)': [0.8, 0.81, 0.74, 0.7, 0.27, 0.76, 0.44, 0.84, 0.46, 0.65, 0.88,
+                                   0.73, 0.81, 0.9, 0.71, 0.58, 0.32, 0.77, 0.49, 0.5],
+            'WILDCAT (thesis T1)': [0.61, 0.45, 0.16, 0.59, 0.29, 0.75, 0.28, 0.52, 0.76, 0.59,
+                                    0.63, 0.77, 0.62, 0.56, 0.59, 0.29, 0.55, 0.55, 0.77, 0.28]},
+        'pointwise_ap': {
+            'ex-CAM (thesis T3)': [1.0, 0.89, 0.87, 0.88, 0.58, 0.76, 0.73, 0.89, 0.87, 0.89, 0.89,
+                                   0.75, 0.9, 0.95, 0.98, 0.78, 0.92, 0.83, 0.96, 0.6]}},
+    'voc/2007': {
+        'localization_ap_07': {
+            'ex-CAM (thesis T2)': [0.79, 0.82, 0.74, 0.57, 0.26, 0.72, 0.67, 0.84, 0.52, 0.68, 0.81,
+                                   0.76, 0.9, 0.84, 0.68, 0.49, 0.61, 0.83, 0.82, 0.47],
+            'WILDCAT (thesis T2)': [0.18, 0.36, 0.3, 0.05, 0.16, 0.25, 0.55, 0.29, 0.34, 0.03, 0.16,
+                                    0.41, 0.3, 0.4, 0.72, 0.2, 0.07, 0.27, 0.12, 0.3]}},
+}
+
+SUMMARY_REFERENCES = {
+    'voc/2012': {
+        'classification_map': 'WILDCAT paper (ResNet-101, multi-scale): 93.4',
+        'localization_ap': 'thesis Table 1: ex-CAM 0.70 (its per-class values average 0.658), '
+                           'WILDCAT 0.53',
+        'pointwise_ap': 'thesis Table 4: Deep MIL 74.5, ProNet 77.7, WS Localization 79.7, '
+                        'WILDCAT 82.9, ex-CAM 85 (Table 3 averages 0.846)'},
+    'voc/2007': {
+        'classification_map': 'WILDCAT paper (ResNet-101, multi-scale): 95.0',
+        'localization_ap_07': 'thesis Table 2 (AP variant not stated): ex-CAM 0.69, WILDCAT 0.27',
+        'corloc': 'weakly supervised detection on VOC07 trainval: OICR (VGG16) 60.6, PCL 67.2'},
+}
+
+
+def _cell(value, digits=3):
+  if value is None or (isinstance(value, float) and math.isnan(value)):
+    return 'n/a'
+  return f'{value:.{digits}f}'
+
+
+def markdown_report(result, class_names, dataset, split, step):
+  """Markdown tables of an `evaluate` result: a summary and a per-class table.
+
+  Every table states its protocol; for VOC the thesis's and WILDCAT's reference figures
+  (SPEC section 6) stand beside ours. Other data sets have no reference figures.
+  """
+  refs = SUMMARY_REFERENCES.get(dataset, {})
+  lines = [f'# Evaluation: {dataset}, split {split!r}, step {step}', '',
+           f'{result["num_examples"]} examples. Values are fractions (references as published).',
+           '', '## Summary', '', '| metric | protocol | ours | reference |',
+           '| --- | --- | --- | --- |']
+  for key, protocol in PROTOCOLS.items():
+    if key in result:
+      lines.append(f'| {key} | {protocol} | {_cell(result[key])} | {refs.get(key, "-")} |')
+  if 'maxboxacc_threshold' in result:
+    lines += ['', f'Best relative thresholds: MaxBoxAcc {result["maxboxacc_threshold"]:.2f}; '
+              f'MaxBoxAccV2 {", ".join(f"{t:.2f}" for t in result["maxboxaccv2_thresholds"])}.']
+  per_class = result['per_class']
+  columns = list(per_class)
+  references = PER_CLASS_REFERENCES.get(dataset, {})
+  extra = [(metric, name, values) for metric, named in references.items()
+           for name, values in named.items() if metric in per_class]
+  named = {**PROTOCOLS, 'classification_ap': PROTOCOLS['classification_map']}
+  lines += ['', '## Per class', '', 'Protocols: ' + '; '.join(
+      f'{k}: {named.get(k, k)}' for k in columns) + '.', '']
+  header = ['class'] + columns + [f'{name} [{metric}]' for metric, name, _ in extra]
+  lines += ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
+  for c, name in enumerate(class_names):
+    row = [name] + [_cell(per_class[k][c]) for k in columns]
+    row += [_cell(values[c], 2) for _, _, values in extra]
+    lines.append('| ' + ' | '.join(row) + ' |')
+  means = ['mean of classes'] + [_cell(_nanmean(per_class[k])) for k in columns]
+  means += [_cell(float(np.mean(values)), 3) for _, _, values in extra]
+  lines.append('| ' + ' | '.join(means) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# Restore and evaluate (the body of `python -m excam_jax.evaluate`).
+
+def _jsonable(value):
+  """Converts numpy values to Python ones and NaN to None (JSON has no NaN)."""
+  if isinstance(value, dict):
+    return {k: _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return [_jsonable(v) for v in value]
+  if isinstance(value, (float, np.floating)):
+    return None if math.isnan(value) else float(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  return value
+
+
+def load_compare(path, num_classes):
+  """(run name, per-class localization AP) from another run's metrics.json."""
+  try:
+    with open(path) as f:
+      values = json.load(f)['per_class']['localization_ap']
+  except (OSError, ValueError, KeyError, TypeError) as err:
+    raise UserError(f'--compare={path} is not a readable metrics.json ({err}); pass the '
+                    'metrics.json that `python -m excam_jax.evaluate` wrote for the other run.'
+                   ) from err
+  if len(values) != num_classes:
+    raise UserError(f'--compare={path} has {len(values)} classes and this run {num_classes}: '
+                    'compare runs on the same data set.')
+  return path, [float('nan') if v is None else float(v) for v in values]
+
+
+def make_predict_fn(model, variables):
+  """A jitted images -> numpy (logits, class_maps) for `evaluate`."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  @jax.jit
+  def forward(variables, images):
+    logits, aux = model.apply(variables, images, train=False)
+    return logits.astype('float32'), aux['class_maps'].astype('float32')
+
+  def predict_fn(images):
+    logits, class_maps = forward(variables, np.asarray(images, np.float32))
+    return np.asarray(logits), np.asarray(class_maps)
+
+  return predict_fn
+
+
+def _first_examples(batches, count):
+  """The first `count` real examples of an eval iterator, as one batch dict."""
+  taken = []
+  for batch in batches:
+    keep = np.flatnonzero(np.asarray(batch['mask']) > 0)
+    taken.append({k: np.asarray(v)[keep] for k, v in batch.items()})
+    if sum(len(t['mask']) for t in taken) >= count:
+      break
+  return {k: np.concatenate([t[k] for t in taken])[:count] for k in taken[0]}
+
+
+def write_figures(out_dir, predict_fn, examples, class_names, per_class, dataset, compare=None):
+  """Writes ap_bars.png, boxes.png and cams.png for the given examples (a batch dict)."""
+  from excam_jax import visualize  # pylint: disable=g-import-not-at-top
+  from excam_jax.data import preprocess  # pylint: disable=g-import-not-at-top
+  metric = 'localization_ap_07' if dataset == 'voc/2007' else 'localization_ap'
+  runs = {'ours': per_class[metric]}
+  if compare:
+    runs[compare[0]] = compare[1]
+  runs.update(PER_CLASS_REFERENCES.get(dataset, {}).get(metric, {}))
+  visualize.save_ap_bars(os.path.join(out_dir, 'ap_bars.png'), class_names, runs,
+                         title=f'{metric} per class, {dataset}', ylabel=metric)
+  logits, class_maps = predict_fn(examples['image'])
+  images = np.clip(preprocess.denormalize(examples['image']), 0, 1)
+  size = images.shape[1]
+  box_panels, cam_panels, box_titles, cam_titles = [], [], [], []
+  for i, image in enumerate(images):
+    labels = examples['box_labels'][i]
+    gt = boxlib.normalized_to_pixels(examples['boxes'][i][labels >= 0], size, size)
+    maps = boxlib.upsample(np.moveaxis(class_maps[i], -1, 0), size, size)
+    predicted = np.flatnonzero(logits[i] > 0)
+    pred = [b for c in predicted for b in boxlib.cam_to_boxes(maps[c], 0.0)]
+    box_panels.append(visualize.overlay_boxes(image, gt, pred))
+    box_titles.append(', '.join(class_names[c] for c in predicted) or '(none predicted)')
+    for c in sorted(set(labels[labels >= 0].tolist()) | set(predicted.tolist())):
+      cam_panels.append(visualize.overlay_cam(image, _sigmoid(maps[c])))
+      cam_titles.append(f'{i}: {class_names[c]} s={_sigmoid(float(logits[i, c])):.2f}')
+  visualize.save_panels(os.path.join(out_dir, 'boxes.png'), box_panels, box_titles)
+  visualize.save_panels(os.path.join(out_dir, 'cams.png'), cam_panels, cam_titles)
+
+
+def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=2):
+  """Restores a run's checkpoint and config, evaluates a split and writes the report.
+
+  Returns:
+    The output directory: <workdir>/eval/<step>[/<split>] with metrics.json, tables.md and the
+    figures.
+  """
+  from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from excam_jax.models import network  # pylint: disable=g-import-not-at-top
+  config, variables, step = checkpoints.restore(workdir, step)
+  split = split or config.eval_split
+  info = pipeline.dataset_info(config)
+  other = load_compare(compare, info.num_classes) if compare else None
+  model = network.create_model(config.model, info.num_classes)
+  predict_fn = make_predict_fn(model, variables)
+  result = evaluate(predict_fn, pipeline.eval_batches(config, split), info.class_names,
+                    workers=workers)
+  if config.dataset == 'parts':
+    result.update(parts_measures(config, split, predict_fn))
+  result.update(dataset=config.dataset, split=split, step=int(step), protocols=PROTOCOLS)
+  out_dir = os.path.join(workdir, 'eval', str(step))
+  if split != config.eval_split:
+    out_dir = os.path.join(out_dir, split)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
+    json.dump(_jsonable(result), f, indent=2)
+  with open(os.path.join(out_dir, 'tables.md'), 'w') as f:
+    f.write(markdown_report(result, info.class_names, config.dataset, split, step))
+  if figures > 0:
+    examples = _first_examples(pipeline.eval_batches(config, split), figures)
+    write_figures(out_dir, predict_fn, examples, info.class_names, result['per_class'],
+                  config.dataset, other)
+  return out_dir
+
+
+def parts_measures(config, split, predict_fn):
+  """Body/part coverage, background activation and map precision on the parts data set.
+
+  Each evaluated example is regenerated with its body and part masks
+  (excam_jax.data.synthetic.render); for every (image, ground-truth class) the class map,
+  upsampled to the native image size, is scored by metrics.mask_measures at z > 0.
+
+  Returns:
+    A dict of 'parts_<measure>' means over samples (NaN-valued samples left out) and
+    'parts_argmax_in' (fractions of samples whose argmax falls on the part, body or outside).
+  """
+  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from excam_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+  p = config.parts
+  samples = []
+  for batch in pipeline.eval_batches(config, split):
+    keep = np.flatnonzero(np.asarray(batch['mask']) > 0)
+    if not len(keep):
+      continue
+    _, class_maps = predict_fn(np.asarray(batch['image'])[keep])
+    for i, image_id in zip(range(len(keep)), np.asarray(batch['image_id'])[keep]):
+      ex = synthetic.render(p.seed, split, int(image_id), p.preset, p.num_classes, p.image_size)
+      size = ex['image'].shape[:2]
+      maps = boxlib.upsample(np.moveaxis(class_maps[i], -1, 0), *size)
+      occupied = ex['body_masks'].any(axis=0) | ex['part_masks'].any(axis=0)
+      for c in np.unique(ex['labels']):
+        mine = ex['labels'] == c
+        samples.append(metrics.mask_measures(maps[c], ex['body_masks'][mine].any(axis=0),
+                                             ex['part_masks'][mine].any(axis=0), ~occupied))
+  out = {}
+  for key in ('body_coverage', 'part_coverage', 'background_activation', 'map_precision'):
+    out[f'parts_{key}'] = _nanmean([s[key] for s in samples])
+  where = [s['argmax_in'] for s in samples]
+  out['parts_argmax_in'] = {k: where.count(k) / max(len(where), 1)
+                            for k in ('part', 'body', 'outside')}
+  return out

@@ -410,3 +410,36 @@ class MaxBoxAcc:
             'per_class_maxboxaccv2': per2,
             'maxboxacc_threshold': float(self.thresholds[best1[0]]),
             'maxboxaccv2_thresholds': [float(self.thresholds[b]) for b in best2]}
+
+
+def mask_measures(cam, body, part, background, threshold=0.0):
+  """Coverage measures of one class map against an object's body and part masks (PARTS.md).
+
+  With A = {cam > threshold}: body_coverage = |A n body| / |body|, part_coverage =
+  |A n part| / |part|, background_activation = |A n background| / |background|,
+  map_precision = |A n (body u part)| / |A|; each is NaN when its denominator is 0.
+  argmax_in is 'part', 'body' or 'outside' for the first maximum of cam in raster order.
+
+  Args:
+    cam: (H, W) class map at image resolution.
+    body, part, background: (H, W) boolean masks.
+    threshold: activation threshold on cam (0 is sigma = 0.5 for logits).
+
+  Returns:
+    A dict of the four fractions and 'argmax_in'.
+  """
+  cam = np.asarray(cam, dtype=np.float64)
+  if not np.all(np.isfinite(cam)):
+    raise UserError('The class map holds NaN or infinite values: the model diverged.')
+  active = cam > threshold
+  body, part, background = (np.asarray(m, dtype=bool) for m in (body, part, background))
+
+  def fraction(num, den):
+    return float(num) / float(den) if den else float('nan')
+
+  where = np.unravel_index(np.argmax(cam), cam.shape)
+  return {'body_coverage': fraction((active & body).sum(), body.sum()),
+          'part_coverage': fraction((active & part).sum(), part.sum()),
+          'background_activation': fraction((active & background).sum(), background.sum()),
+          'map_precision': fraction((active & (body | part)).sum(), active.sum()),
+          'argmax_in': 'part' if part[where] else 'body' if body[where] else 'outside'}
