@@ -68,6 +68,7 @@ def get_config():
   # Book-keeping.
   config.log_every_steps = 50
   config.eval_every_steps = 1000
+  config.eval_localization = True  # Box and point metrics in training evals (False: mAP only).
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
 

@@ -1,0 +1,409 @@
+"""Training and evaluation: TrainState, the jitted steps, and the train_and_evaluate loop.
+
+The steps are pure top-level functions; the model, the optimizer and the loss options are bound
+with functools.partial and each step is jitted once over a 'data' mesh (see parallel.py), with
+the state donated. The loop syncs with the host only at log, eval and checkpoint steps.
+"""
+
+import functools
+import importlib.util
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import tqdm
+from absl import logging
+from flax.metrics import tensorboard
+
+from excam_jax import checkpoints
+from excam_jax import parallel
+from excam_jax import pretrained
+from excam_jax.errors import ConfigError, UserError
+from excam_jax.models import network
+
+SCHEDULES = ('constant', 'cosine')
+TRAIN_KEYS = ('image', 'label', 'mask')
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a step changes, plus the base rng (per-step keys are fold_in(rng, step))."""
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+class NonFiniteLoss(UserError):
+  """The loss became NaN or infinite; training stopped with the last good checkpoint kept."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Config checks.
+
+def _require(ok, field, value, allowed):
+  if not ok:
+    raise ConfigError(f'config.{field}={value!r} is invalid: allowed {allowed}.')
+
+
+def validate_config(config):
+  """Checks the training fields (and the model's, via network.validate_config)."""
+  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    value = config[field]
+    _require(isinstance(value, int) and value >= 1, field, value, 'an int >= 1')
+  for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay',
+                'diversity_weight'):
+    value = config[field]
+    _require(math.isfinite(value) and value >= 0, field, value, 'a finite float >= 0')
+  _require(0 <= config.momentum < 1, 'momentum', config.momentum, 'a float in [0, 1)')
+  _require(config.schedule in SCHEDULES, 'schedule', config.schedule, f'one of {SCHEDULES}')
+  _require(isinstance(config.warmup_steps, int) and config.warmup_steps >= 0, 'warmup_steps',
+           config.warmup_steps, 'an int >= 0')
+  network.validate_config(config)
+  dist = config.distributed
+  _require(isinstance(dist.num_processes, int) and dist.num_processes >= 1,
+           'distributed.num_processes', dist.num_processes, 'an int >= 1')
+
+
+def _check_divisible(config):
+  """The global batches must split evenly over processes and devices."""
+  for field in ('batch_size', 'eval_batch_size'):
+    _require(config[field] % jax.device_count() == 0, field, config[field],
+             f'a multiple of the {jax.device_count()} devices')
+  _require(config.batch_size % jax.process_count() == 0, 'batch_size', config.batch_size,
+           f'a multiple of the {jax.process_count()} processes')
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizer.
+
+def learning_rate_schedule(config, base_lr, total_steps):
+  """Linear warm-up over config.warmup_steps, then constant or cosine decay to 0 at total_steps."""
+  warmup = min(config.warmup_steps, total_steps)
+  if config.schedule == 'constant':
+    main = optax.constant_schedule(base_lr)
+  else:
+    main = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup, 1))
+  if warmup == 0:
+    return main
+  return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), main], [warmup])
+
+
+def param_groups(params):
+  """'trunk' for every leaf under params['trunk'], 'head' for all others."""
+  return {name: jax.tree.map(lambda _, n=name: 'trunk' if n == 'trunk' else 'head', subtree)
+          for name, subtree in params.items()}
+
+
+def create_optimizer(config, total_steps):
+  """PyTorch-style SGD: decayed weights added to the gradient, then momentum, per-group lr.
+
+  Returns:
+    (optax transformation, {'trunk': schedule, 'head': schedule}).
+  """
+  schedules = {group: learning_rate_schedule(config, config[f'{group}_learning_rate'],
+                                             total_steps)
+               for group in ('trunk', 'head')}
+  tx = optax.chain(
+      optax.add_decayed_weights(config.weight_decay),
+      optax.multi_transform({group: optax.sgd(schedule, momentum=config.momentum)
+                             for group, schedule in schedules.items()}, param_groups))
+  return tx, schedules
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps.
+
+def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0):
+  """One SGD step on a (global) batch: BCE (+ diversity) loss, BatchNorm statistics updated.
+
+  Returns:
+    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss').
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    variables = {'params': params, 'batch_stats': state.batch_stats}
+    (logits, aux), updates = model.apply(variables, batch['image'], train=True,
+                                         mutable=['batch_stats'], rngs={'dropout': rng})
+    bce = network.bce_loss(logits.astype(jnp.float32), batch['label'], batch['mask'])
+    metrics = {'bce_loss': bce}
+    loss = bce
+    if diversity_loss != 'none':
+      diversity = network.diversity_loss(aux['maps'].astype(jnp.float32), diversity_loss)
+      metrics['diversity_loss'] = diversity
+      loss = loss + diversity_weight * diversity
+    metrics['loss'] = loss
+    return loss, (updates.get('batch_stats', state.batch_stats), metrics)
+
+  grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(variables, images, *, model):
+  """Inference: (logits (B, C), class_maps (B, h, w, C)), both float32."""
+  logits, aux = model.apply(variables, images, train=False)
+  return logits.astype(jnp.float32), aux['class_maps'].astype(jnp.float32)
+
+
+def make_train_step(config, model, tx, mesh):
+  """train_step bound to the model and loss options, jitted over `mesh`, state donated."""
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  return jax.jit(
+      functools.partial(train_step, model=model, tx=tx, diversity_loss=config.diversity_loss,
+                        diversity_weight=config.diversity_weight),
+      in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
+      donate_argnums=0)
+
+
+def make_eval_step(model, mesh):
+  """eval_step jitted over `mesh`; outputs replicated so every process can read them."""
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                 out_shardings=parallel.replicated(mesh))
+
+
+def _init_variables(rng, *, model, image_size):
+  params_rng, dropout_rng = jax.random.split(rng)
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  return model.init({'params': params_rng, 'dropout': dropout_rng}, images, train=False)
+
+
+def create_state(rng, *, model, tx, image_size, trunk_variables=None):
+  """A fresh TrainState; `trunk_variables` ({'params', 'batch_stats'}) replace the trunk's."""
+  init_rng, train_rng = jax.random.split(rng)
+  variables = _init_variables(init_rng, model=model, image_size=image_size)
+  params = dict(variables['params'])
+  batch_stats = dict(variables.get('batch_stats', {}))
+  if trunk_variables is not None:
+    params['trunk'] = trunk_variables['params']
+    batch_stats['trunk'] = trunk_variables['batch_stats']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), rng=train_rng)
+
+
+# ---------------------------------------------------------------------------------------------
+# Start: latest checkpoint > pretrained weights > scratch.
+
+def _load_pretrained(config, model, image_size):
+  """Trunk variables from config.pretrained, checked leaf by leaf against the model's trunk."""
+  weights = pretrained.load_resnet_weights(config.pretrained, depth=config.model.depth,
+                                           width=config.model.width)
+  abstract = jax.eval_shape(functools.partial(_init_variables, model=model,
+                                              image_size=image_size), jax.random.key(0))
+  for collection in ('params', 'batch_stats'):
+    want = jax.tree.map(lambda x: x.shape, abstract[collection]['trunk'])
+    got = jax.tree.map(np.shape, weights[collection])
+    if want != got:
+      raise UserError(f'{config.pretrained} does not fit the configured trunk; check '
+                      'config.model.depth and config.model.width.')
+  return weights
+
+
+def initial_state(config, model, tx, ckpt, replicated):
+  """The state to start from, and where it came from ('checkpoint N', 'pretrained', 'scratch')."""
+  rng = jax.random.PRNGKey(config.seed)
+  trunk = None
+  if ckpt.latest_step() is None and config.pretrained:
+    trunk = _load_pretrained(config, model, config.image_size)
+  create = jax.jit(functools.partial(create_state, model=model, tx=tx,
+                                     image_size=config.image_size),
+                   out_shardings=replicated)
+  step = ckpt.latest_step()
+  if step is not None:
+    abstract = jax.eval_shape(create, rng)
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
+    return ckpt.restore_state(step, abstract), f'checkpoint at step {step}'
+  if trunk is not None:
+    return create(rng, trunk_variables=trunk), f'pretrained weights {config.pretrained}'
+  return create(rng), 'scratch'
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation.
+
+def _evaluation_module():
+  """excam_jax.evaluation.evaluate when it is installed, else None (classification mAP only)."""
+  if importlib.util.find_spec('excam_jax.evaluation.evaluate') is None:
+    return None
+  return importlib.import_module('excam_jax.evaluation.evaluate')
+
+
+def _classification_map(predict_fn, batches):
+  """Classification mAP (VOC, difficult-only images skipped per class) over padded batches."""
+  from excam_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
+  scores, labels, ignore = [], [], []
+  for batch in batches:
+    logits, _ = predict_fn(batch['image'])
+    keep = np.asarray(batch['mask']) > 0
+    scores.append(logits[keep])
+    labels.append(batch['label'][keep])
+    ignore.append(batch.get('ignore', np.zeros_like(batch['label'], bool))[keep])
+  per_class = metrics.classification_ap(np.concatenate(scores), np.concatenate(labels),
+                                        np.concatenate(ignore))
+  return {'classification_map': float(np.nanmean(per_class)),
+          'per_class': {'classification_ap': per_class.tolist()}}
+
+
+def evaluate(config, state, info, eval_fn, sharding, pipeline):
+  """Scores the eval split; every process reads whole global batches and gets the same result."""
+  variables = {'params': state.params, 'batch_stats': state.batch_stats}
+
+  def predict_fn(images):
+    images = parallel.global_batch_from_full(np.asarray(images, np.float32), sharding)
+    logits, class_maps = eval_fn(variables, images)
+    return np.asarray(logits), np.asarray(class_maps)
+
+  batches = pipeline.eval_batches(config)
+  module = _evaluation_module()
+  if module is None:
+    return _classification_map(predict_fn, batches)
+  return module.evaluate(predict_fn, batches, info.class_names,
+                         localization=config.eval_localization)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop.
+
+def _prepare_workdir(workdir):
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as err:
+    raise UserError(f'cannot write to workdir {workdir!r} ({err.strerror}); '
+                    'choose a writable --workdir.') from err
+
+
+class _Logger:
+  """Host-side metric windows, the progress bar, TensorBoard and absl logs (process 0 writes)."""
+
+  def __init__(self, workdir, start, total, global_batch, schedules):
+    self.main = jax.process_index() == 0
+    self.writer = tensorboard.SummaryWriter(workdir) if self.main else None
+    self.bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step',
+                         disable=not self.main, dynamic_ncols=True)
+    self.schedules, self.global_batch = schedules, global_batch
+    self.window, self.window_start, self.clock = [], start, time.perf_counter()
+    self.train_history, self.eval_history = [], []
+
+  def step(self, metrics):
+    self.window.append(metrics)
+    self.bar.update(1)
+
+  def flush(self, step, ckpt):
+    """Averages the window (the one host sync of a log step); stops on a non-finite loss."""
+    if not self.window:
+      return
+    means = {k: float(np.mean(v)) for k, v in jax.device_get(
+        {k: [m[k] for m in self.window] for k in self.window[0]}).items()}
+    if not all(math.isfinite(v) for v in means.values()):
+      last = ckpt.latest_step()
+      kept = f'the last good checkpoint (step {last}) is kept' if last else 'no checkpoint saved'
+      raise NonFiniteLoss(f'the loss became non-finite between steps {self.window_start + 1} '
+                          f'and {step} ({means}); training stopped and {kept}; lower the '
+                          'learning rates or check the data.')
+    now = time.perf_counter()
+    means['images_per_second'] = (step - self.window_start) * self.global_batch / (now - self.clock)
+    for group, schedule in self.schedules.items():
+      means[f'learning_rate_{group}'] = float(schedule(step - 1))
+    self.window, self.window_start, self.clock = [], step, now
+    self.train_history.append((step, means))
+    if self.main:
+      self.bar.set_postfix(loss=f'{means["loss"]:.4f}', lr=f'{means["learning_rate_head"]:.3g}',
+                           img_s=f'{means["images_per_second"]:.1f}')
+      logging.info('step %d: %s', step, ', '.join(f'{k}={v:.5g}' for k, v in means.items()))
+      for key, value in means.items():
+        self.writer.scalar(f'train/{key}', value, step)
+
+  def eval_result(self, step, result):
+    scalars = {k: float(v) for k, v in result.items() if np.isscalar(v)}
+    self.eval_history.append((step, scalars))
+    if self.main:
+      logging.info('eval at step %d: %s', step,
+                   ', '.join(f'{k}={v:.4f}' for k, v in scalars.items()))
+      for key, value in scalars.items():
+        self.writer.scalar(f'eval/{key}', value, step)
+      self.writer.flush()
+    self.clock = time.perf_counter()  # Evaluation time is not training throughput.
+
+  def close(self):
+    self.bar.close()
+    if self.writer:
+      self.writer.close()
+
+
+def train_and_evaluate(config, workdir):
+  """Trains and evaluates as `config` says, checkpointing and logging in `workdir`.
+
+  Resumes from the latest checkpoint in workdir if there is one, else starts from
+  config.pretrained (ImageNet trunk) if set, else from scratch.
+
+  Returns:
+    {'source': where it started, 'train': [(step, metrics)], 'eval': [(step, metrics)],
+     'final_step': int}.
+  """
+  validate_config(config)
+  parallel.initialize(config)
+  _check_divisible(config)
+  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  info = pipeline.dataset_info(config)
+  steps_per_epoch = math.ceil(info.num_train / config.batch_size)
+  total_steps = config.num_epochs * steps_per_epoch
+  _prepare_workdir(workdir)
+  ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.keep_checkpoints)
+  try:
+    ckpt.check_compatible(config)  # Before anything is written.
+    return _train(config, workdir, info, total_steps, pipeline, ckpt)
+  finally:
+    ckpt.close()
+
+
+def _train(config, workdir, info, total_steps, pipeline, ckpt):
+  """The loop of train_and_evaluate, after the checks."""
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
+  mesh = parallel.data_mesh()
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  model = network.create_model(config.model, info.num_classes)
+  tx, schedules = create_optimizer(config, total_steps)
+  state, source = initial_state(config, model, tx, ckpt, replicated)
+  start = int(state.step)
+  logging.info('Starting from %s: step %d of %d (%d examples, %d classes, %d devices).', source,
+               start, total_steps, info.num_train, info.num_classes, jax.device_count())
+  step_fn = make_train_step(config, model, tx, mesh)
+  eval_fn = make_eval_step(model, mesh)
+  batches = parallel.prefetch(
+      pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
+                             process_count=jax.process_count()), sharded, TRAIN_KEYS)
+  log = _Logger(workdir, start, total_steps, config.batch_size, schedules)
+  try:
+    for step in range(start + 1, total_steps + 1):
+      state, metrics = step_fn(state, next(batches))
+      log.step(metrics)
+      do_eval = step % config.eval_every_steps == 0 or step == total_steps
+      do_save = step % config.checkpoint_every_steps == 0 or step == total_steps
+      if step % config.log_every_steps == 0 or do_eval or do_save:
+        log.flush(step, ckpt)  # Also guards checkpoints against a non-finite state.
+      if do_save:
+        ckpt.save(step, state, config)
+      if do_eval:
+        log.eval_result(step, evaluate(config, state, info, eval_fn, sharded, pipeline))
+  finally:
+    log.close()
+  return {'source': source, 'train': log.train_history, 'eval': log.eval_history,
+          'final_step': total_steps}
