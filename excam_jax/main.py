@@ -7,6 +7,7 @@ r"""Trains and evaluates a weakly supervised localization model.
 Any config field can be overridden with --config.<field>=<value> (e.g. --config.model.num_maps=4).
 """
 
+import logging as python_logging
 import re
 import sys
 
@@ -64,7 +65,7 @@ def parse_flags(argv):
 
 def _quiet_checkpoint_logs(record):
   """Keeps Orbax's per-save INFO lines out of the training log; its warnings still show."""
-  return record.levelno >= logging.WARNING or '/orbax/' not in record.pathname
+  return record.levelno >= python_logging.WARNING or '/orbax/' not in record.pathname
 
 
 def main(argv):

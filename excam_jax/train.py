@@ -211,24 +211,32 @@ def _load_pretrained(config, model, image_size):
   return weights
 
 
+def _compile_once(fn, out_shardings, *args, **kwargs):
+  """Compiles a function that runs once (initialisation) without backend optimisation.
+
+  XLA:CPU spends tens of seconds optimising the random initialisers of a ResNet; their code
+  runs a single time, so that work is wasted.
+  """
+  lowered = jax.jit(fn, out_shardings=out_shardings).lower(*args, **kwargs)
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
+  return lowered.compile(compiler_options=options)(*args, **kwargs)
+
+
 def initial_state(config, model, tx, ckpt, replicated):
   """The state to start from, and where it came from ('checkpoint N', 'pretrained', 'scratch')."""
   rng = jax.random.PRNGKey(config.seed)
-  trunk = None
-  if ckpt.latest_step() is None and config.pretrained:
-    trunk = _load_pretrained(config, model, config.image_size)
-  create = jax.jit(functools.partial(create_state, model=model, tx=tx,
-                                     image_size=config.image_size),
-                   out_shardings=replicated)
+  create = functools.partial(create_state, model=model, tx=tx, image_size=config.image_size)
   step = ckpt.latest_step()
   if step is not None:
     abstract = jax.eval_shape(create, rng)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
     return ckpt.restore_state(step, abstract), f'checkpoint at step {step}'
-  if trunk is not None:
-    return create(rng, trunk_variables=trunk), f'pretrained weights {config.pretrained}'
-  return create(rng), 'scratch'
+  if config.pretrained:
+    trunk = _load_pretrained(config, model, config.image_size)
+    state = _compile_once(create, replicated, rng, trunk_variables=trunk)
+    return state, f'pretrained weights {config.pretrained}'
+  return _compile_once(create, replicated, rng), 'scratch'
 
 
 # ---------------------------------------------------------------------------------------------
