@@ -1,12 +1,23 @@
 """Tests of the evaluation loop with a fake model of fixed outputs and hand-worked metrics."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import tiny
+from excam_jax import checkpoints
 from excam_jax.errors import UserError
 from excam_jax.evaluation import evaluate
+from excam_jax.models import network
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NAMES = ['a', 'b']
 
@@ -120,3 +131,77 @@ def test_class_without_examples_is_nan_not_zero():
   result = evaluate.evaluate(predict, _split(batch, [3]), NAMES, workers=0)
   assert math.isnan(result['per_class']['corloc'][1])
   assert result['per_class']['corloc'][0] == pytest.approx(0.5)
+
+
+def test_markdown_report_names_protocols_and_voc_references():
+  predict, batch = _fixed_outputs()
+  result = evaluate.evaluate(predict, _split(batch, [3]), NAMES, workers=0)
+  names20 = list(evaluate.VOC_CLASSES)
+  result['per_class'] = {k: v + [float('nan')] * 18 for k, v in result['per_class'].items()}
+  text = evaluate.markdown_report(result, names20, 'voc/2012', 'validation', 7)
+  assert 'step 7' in text and 'VOC detection AP, all-point' in text
+  assert 'ex-CAM 0.70' in text and 'WILDCAT 82.9' in text  # Summary references.
+  assert 'ex-CAM (thesis T1) [localization_ap]' in text  # Per-class reference columns.
+  aeroplane = next(line for line in text.splitlines() if line.startswith('| aeroplane'))
+  assert aeroplane.endswith('| 0.80 | 0.61 | 1.00 |')
+  assert '| cat | n/a |' in text
+  parts = evaluate.markdown_report(result, names20, 'parts', 'validation', 7)
+  assert 'thesis' not in parts  # No reference numbers for the parts data set.
+
+
+def test_jsonable_turns_nan_into_null():
+  got = evaluate._jsonable({'a': float('nan'), 'b': [np.float32(0.5), np.int64(3)], 'c': 'x'})
+  assert json.dumps(got) == '{"a": null, "b": [0.5, 3], "c": "x"}'
+
+
+def _random_variables(model, size):
+  """He-initialised variables in numpy: op-by-op model.init is slow on a busy CPU."""
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                          jnp.zeros((1, size, size, 3)))
+  rng = np.random.default_rng(0)
+
+  def fill(path, leaf):
+    name = path[-1].key
+    if name in ('scale', 'var'):
+      return np.ones(leaf.shape, leaf.dtype)
+    if name in ('bias', 'mean'):
+      return np.zeros(leaf.shape, leaf.dtype)
+    fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
+    return (rng.normal(size=leaf.shape) * np.sqrt(2.0 / fan_in)).astype(leaf.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def test_restore_and_evaluate_a_checkpoint(tmp_path):
+  """A tiny run's checkpoint is restored with its config and scored on the parts data set."""
+  config = tiny.get_config()
+  model = network.create_model(config.model, config.parts.num_classes)
+  variables = _random_variables(model, config.image_size)
+  ckpt = checkpoints.Checkpoints(str(tmp_path), async_save=False)
+  ckpt.save(5, {'params': variables['params'], 'batch_stats': variables['batch_stats']}, config)
+  ckpt.close()
+  out = evaluate.evaluate_checkpoint(str(tmp_path), figures=2, workers=0)
+  assert out == os.path.join(str(tmp_path), 'eval', '5')
+  assert sorted(os.listdir(out)) == ['ap_bars.png', 'boxes.png', 'cams.png', 'metrics.json',
+                                     'tables.md']
+  with open(os.path.join(out, 'metrics.json')) as f:
+    metrics_json = json.load(f)
+  assert metrics_json['num_examples'] == config.parts.num_eval
+  assert metrics_json['step'] == 5 and metrics_json['dataset'] == 'parts'
+  for key in ('classification_map', 'localization_ap', 'pointwise_ap', 'corloc', 'maxboxacc',
+              'maxboxaccv2', 'parts_body_coverage', 'parts_map_precision'):
+    assert key in metrics_json
+  assert len(metrics_json['per_class']['corloc']) == config.parts.num_classes
+  with open(os.path.join(out, 'tables.md')) as f:
+    assert 'parts data set: fraction of body pixels' in f.read()
+  # The other split goes to its own folder.
+  other = evaluate.evaluate_checkpoint(str(tmp_path), split='test', figures=0, workers=0)
+  assert other == os.path.join(out, 'test')
+
+
+def test_command_reports_a_missing_checkpoint(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'excam_jax.evaluate', f'--workdir={tmp_path}'],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300,
+                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode == 1
+  assert proc.stderr.strip().count('\n') == 0 and 'no checkpoints' in proc.stderr
