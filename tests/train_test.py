@@ -1,0 +1,229 @@
+"""Tests of the training pieces: schedules, the optimizer, the jitted step, logging, evaluation.
+
+The step is exercised on PooledNet, a model small enough to differentiate by hand; the ResNet
+path runs end to end in checkpoints_test.py.
+"""
+
+import math
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import tiny
+from excam_jax import parallel
+from excam_jax import train
+from excam_jax.errors import ConfigError, UserError
+
+
+class PooledNet(nn.Module):
+  """trunk: spatial mean -> BatchNorm; head: (dropout ->) dense. Returns (logits, aux)."""
+  num_classes: int = 3
+  dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, images, train=False):
+    pooled = images.mean(axis=(1, 2))
+    features = nn.BatchNorm(use_running_average=not train, momentum=0.9, name='trunk')(pooled)
+    if self.dropout:
+      features = nn.Dropout(self.dropout, deterministic=not train)(features)
+    logits = nn.Dense(self.num_classes, name='head')(features)
+    maps = jnp.stack([logits, -logits], axis=-1)[:, None, None]  # (B, 1, 1, C, 2)
+    return logits, {'class_maps': logits[:, None, None], 'maps': maps}
+
+
+def step_config(**overrides):
+  config = ml_collections.ConfigDict({
+      'trunk_learning_rate': 0.1, 'head_learning_rate': 0.5, 'momentum': 0.9,
+      'weight_decay': 0.01, 'schedule': 'constant', 'warmup_steps': 0,
+      'diversity_loss': 'none', 'diversity_weight': 0.0})
+  config.update(overrides)
+  return config
+
+
+def random_batch(seed, batch=8, size=4, classes=3):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+          'label': (rng.random((batch, classes)) < 0.5).astype(np.float32),
+          'mask': np.ones(batch, np.float32)}
+
+
+def new_state(model, tx, seed=0):
+  """A fresh state, replicated over the mesh as the trainer makes it (its steps return it so)."""
+  state = train.create_state(jax.random.PRNGKey(seed), model=model, tx=tx, image_size=4)
+  return jax.device_put(state, parallel.replicated(parallel.data_mesh()))
+
+
+class TestLearningRateSchedule:
+
+  def test_constant_with_warmup(self):
+    schedule = train.learning_rate_schedule(step_config(warmup_steps=4), 0.1, 20)
+    np.testing.assert_allclose([schedule(s) for s in (0, 2, 4, 19)], [0, 0.05, 0.1, 0.1],
+                               rtol=1e-6)
+
+  def test_cosine_with_and_without_warmup(self):
+    schedule = train.learning_rate_schedule(step_config(schedule='cosine'), 0.1, 10)
+    np.testing.assert_allclose([schedule(s) for s in (0, 5, 10)], [0.1, 0.05, 0.0], atol=1e-7)
+    schedule = train.learning_rate_schedule(
+        step_config(schedule='cosine', warmup_steps=2), 0.1, 10)
+    # Warm-up to 0.1 at step 2, then half a cosine over the 8 remaining steps.
+    np.testing.assert_allclose([schedule(s) for s in (1, 2, 6)],
+                               [0.05, 0.1, 0.05 * (1 + math.cos(math.pi * 4 / 8))], atol=1e-7)
+
+
+class TestOptimizer:
+
+  def test_pytorch_sgd_with_trunk_and_head_rates(self):
+    config = step_config()
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    params = {'trunk': {'w': jnp.array([1.0, -2.0])}, 'head': {'b': jnp.array([3.0])}}
+    grads = [{'trunk': {'w': jnp.array([0.5, 0.1])}, 'head': {'b': jnp.array([-1.0])}},
+             {'trunk': {'w': jnp.array([-0.2, 0.3])}, 'head': {'b': jnp.array([2.0])}}]
+    opt_state = tx.init(params)
+    p = {k: np.asarray(v[next(iter(v))]) for k, v in params.items()}
+    buf = {'trunk': 0.0, 'head': 0.0}
+    lr = {'trunk': 0.1, 'head': 0.5}
+    for g in grads:
+      updates, opt_state = tx.update(g, opt_state, params)
+      params = jax.tree.map(lambda a, u: a + u, params, updates)
+      for group in ('trunk', 'head'):  # torch.optim.SGD(momentum=0.9, weight_decay=0.01).
+        d = np.asarray(g[group][next(iter(g[group]))]) + 0.01 * p[group]
+        buf[group] = 0.9 * buf[group] + d
+        p[group] = p[group] - lr[group] * buf[group]
+    np.testing.assert_allclose(params['trunk']['w'], p['trunk'], rtol=1e-6)
+    np.testing.assert_allclose(params['head']['b'], p['head'], rtol=1e-6)
+
+  def test_param_groups(self):
+    groups = train.param_groups({'trunk': {'a': {'k': 0}}, 'head': {'b': 0, 'c': {'d': 0}}})
+    assert groups == {'trunk': {'a': {'k': 'trunk'}}, 'head': {'b': 'head', 'c': {'d': 'head'}}}
+
+
+class TestTrainStep:
+
+  def test_first_step_matches_hand_computation(self):
+    model = PooledNet()
+    config = step_config(weight_decay=0.0, momentum=0.0)
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    state = new_state(model, tx)
+    w = np.asarray(state.params['head']['kernel'], np.float64)
+    b = np.asarray(state.params['head']['bias'], np.float64)
+    batch = random_batch(1)
+    batch['mask'][-2:] = 0  # Padding rows count in BatchNorm statistics, not in the loss.
+    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    new, metrics = step(state, batch)
+
+    pooled = batch['image'].astype(np.float64).mean(axis=(1, 2))
+    mu, var = pooled.mean(0), pooled.var(0)
+    xhat = (pooled - mu) / np.sqrt(var + 1e-5)
+    logits = xhat @ w + b
+    y, m = batch['label'], batch['mask']
+    per_example = (np.logaddexp(0, logits) - y * logits).mean(axis=1)
+    np.testing.assert_allclose(metrics['loss'], (per_example * m).sum() / m.sum(), rtol=1e-5)
+    dlogits = (1 / (1 + np.exp(-logits)) - y) / y.shape[1] * m[:, None] / m.sum()
+    np.testing.assert_allclose(new.params['head']['bias'], b - 0.5 * dlogits.sum(0), rtol=1e-5)
+    dscale = ((dlogits @ w.T) * xhat).sum(0)
+    np.testing.assert_allclose(new.params['trunk']['scale'], 1 - 0.1 * dscale, rtol=1e-5)
+    np.testing.assert_allclose(new.batch_stats['trunk']['mean'], 0.1 * mu, rtol=1e-5)
+    np.testing.assert_allclose(new.batch_stats['trunk']['var'], 0.9 + 0.1 * var, rtol=1e-5)
+    assert int(new.step) == 1
+
+  def test_traced_once_and_state_donated(self, monkeypatch):
+    model = PooledNet(dropout=0.5)
+    config = step_config()
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, n=1))
+    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    state = new_state(model, tx)
+    losses = []
+    for i in range(3):
+      old = state
+      state, metrics = step(state, random_batch(i))
+      losses.append(float(metrics['loss']))
+      assert old.params['head']['kernel'].is_deleted()
+    assert int(state.step) == 3 and all(np.isfinite(losses))
+
+  def test_diversity_term_is_added(self):
+    model = PooledNet()
+    config = step_config(diversity_loss='cosine', diversity_weight=0.25)
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    _, metrics = step(new_state(model, tx), random_batch(0))
+    # PooledNet's two maps per class are l and -l: their cosine is exactly -1.
+    np.testing.assert_allclose(metrics['diversity_loss'], -1.0, rtol=1e-6)
+    np.testing.assert_allclose(metrics['loss'], metrics['bce_loss'] - 0.25, rtol=1e-6)
+
+  def test_eval_step_returns_logits_and_class_maps(self):
+    model = PooledNet()
+    tx, _ = train.create_optimizer(step_config(), total_steps=10)
+    state = new_state(model, tx)
+    variables = {'params': state.params, 'batch_stats': state.batch_stats}
+    logits, maps = train.make_eval_step(model, parallel.data_mesh())(
+        variables, random_batch(0)['image'])
+    assert logits.shape == (8, 3) and maps.shape == (8, 1, 1, 3)
+    np.testing.assert_array_equal(maps[:, 0, 0], logits)
+
+
+class TestConfigChecks:
+
+  @pytest.mark.parametrize('field, value, message', [
+      ('schedule', 'linear', r"config\.schedule='linear' is invalid"),
+      ('batch_size', 0, r'config\.batch_size=0 is invalid: allowed an int >= 1'),
+      ('head_learning_rate', float('nan'), r'config\.head_learning_rate=nan'),
+      ('momentum', 1.0, r'config\.momentum=1\.0'),
+  ])
+  def test_bad_training_field(self, field, value, message):
+    config = tiny.get_config()
+    config[field] = value
+    with pytest.raises(ConfigError, match=message):
+      train.validate_config(config)
+
+  def test_bad_model_field(self):
+    config = tiny.get_config()
+    config.model.head = 'gradcam'
+    with pytest.raises(ConfigError, match=r'config\.model\.head'):
+      train.validate_config(config)
+
+  def test_tiny_config_is_valid(self):
+    train.validate_config(tiny.get_config())
+
+
+class _FakeCheckpoints:
+
+  def latest_step(self):
+    return 4
+
+
+class TestLogger:
+
+  def test_non_finite_loss_stops_with_the_checkpoint_named(self, tmp_path):
+    schedules = {'trunk': lambda s: 0.1, 'head': lambda s: 0.2}
+    log = train._Logger(str(tmp_path), 4, 10, 8, schedules)
+    log.step({'loss': jnp.array(0.5)})
+    log.flush(5, _FakeCheckpoints())
+    assert log.train_history[-1][1]['loss'] == 0.5
+    assert log.train_history[-1][1]['learning_rate_head'] == 0.2
+    log.step({'loss': jnp.array(0.5)})
+    log.step({'loss': jnp.array(np.nan)})
+    with pytest.raises(train.NonFiniteLoss,
+                       match=r'between steps 6 and 7.*last good checkpoint \(step 4\) is kept'):
+      log.flush(7, _FakeCheckpoints())
+    assert issubclass(train.NonFiniteLoss, UserError)
+    log.close()
+
+
+class TestClassificationMap:
+
+  def test_hand_computed_map_with_padding_and_ignore(self):
+    # Class 0: scores 0.9 (pos), 0.8 (neg), 0.7 (pos) -> AP = (1/1 + 2/3) / 2 = 5/6.
+    # Class 1: the 0.9 image is ignored; 0.8 (pos), 0.7 (neg) -> AP = 1.
+    scores = np.array([[0.9, 0.9], [0.8, 0.8], [0.7, 0.7], [5.0, 5.0]])
+    batch = {'image': np.arange(4), 'label': np.array([[1, 1], [0, 1], [1, 0], [0, 0]], float),
+             'ignore': np.array([[0, 1], [0, 0], [0, 0], [0, 0]], bool),
+             'mask': np.array([1, 1, 1, 0], np.float32)}  # The 5.0 row is padding.
+    result = train._classification_map(lambda idx: (scores[idx], None), [batch])
+    np.testing.assert_allclose(result['per_class']['classification_ap'], [5 / 6, 1.0])
+    np.testing.assert_allclose(result['classification_map'], (5 / 6 + 1) / 2)
