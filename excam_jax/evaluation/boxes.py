@@ -27,7 +27,7 @@ from excam_jax.errors import UserError
 _EIGHT = np.ones((3, 3), dtype=bool)
 
 
-def _check_finite(maps, what='class map'):
+def check_finite(maps, what='class map'):
   """Raises UserError when a map holds NaN or infinity (a diverged model)."""
   if not np.all(np.isfinite(maps)):
     raise UserError(f'The {what} holds NaN or infinite values: the model diverged; evaluate an '
@@ -138,7 +138,7 @@ def cam_to_boxes(cam, threshold):
   cam = np.asarray(cam)
   if cam.ndim != 2:
     raise UserError(f'cam_to_boxes needs a 2-D map at image resolution, got shape {cam.shape}.')
-  _check_finite(cam)
+  check_finite(cam)
   comps = components(cam[None] > threshold)
   order = np.argsort(-comps.area, kind='stable')
   return [tuple(int(v) for v in comps.boxes[i]) for i in order]

@@ -11,7 +11,8 @@ A grid cell covers W / 128 original pixels (about 4 on a 500-pixel VOC image), f
 resolution of a 14 x 14 or 7 x 7 map; labelling every map at full resolution costs ~3 ms, which is
 too slow for VOC. The MaxBoxAcc threshold sweep labels every map at every threshold; it runs on a
 coarser grid (`sweep_grid`, default 32). `box_grid=None` and `sweep_grid=None` use each image's
-original size instead (exact, slow).
+original size instead (exact, slow). With `workers=2` the sweep runs in two worker processes
+while this one runs the model and the other metrics (experiments/bench_localization.py times it).
 
 Which maps give which metric (SPEC section 4):
   detection AP (VOC 11-point and all-point): every component of z_c > threshold for the predicted
@@ -169,7 +170,7 @@ class _Localization:
     """Adds the valid images of one batch: logits (B, C), class maps (B, h, w, C)."""
     logits = logits[truth.index]
     maps = np.moveaxis(class_maps[truth.index], -1, 1)  # (B, C, h, w)
-    boxlib._check_finite(maps)
+    boxlib.check_finite(maps)
     for i in range(len(truth.index)):
       classes, pix, difficult = truth.objects(i)
       self.detection.add_ground_truth(int(truth.image_id[i]), classes, pix, difficult)
@@ -268,7 +269,7 @@ def _nanmean(values):
 
 
 def evaluate(predict_fn, batches, class_names, *, localization=True, threshold=0.0, box_grid=128,
-             sweep_grid=32, sweep_step=0.01, tolerance=18, workers=2):
+             sweep_grid=32, sweep_step=0.01, tolerance=18, workers=0):
   """Runs `predict_fn` over `batches` and computes the metrics of SPEC section 5.
 
   Args:
@@ -281,8 +282,9 @@ def evaluate(predict_fn, batches, class_names, *, localization=True, threshold=0
     sweep_grid: working grid side for the MaxBoxAcc sweep (None: original size).
     sweep_step: spacing of the relative thresholds tau in [0, 1).
     tolerance: pointwise localization tolerance in pixels.
-    workers: processes for the MaxBoxAcc sweep, which overlaps the model's forward passes
-      (0 or 1: in this process).
+    workers: processes for the MaxBoxAcc sweep, which then overlaps the model's forward passes
+      (0 or 1: in this process). The workers are started with 'spawn' and import the parent's
+      main module, so keep 0 where that module is heavy (the training loop).
 
   Returns:
     A dict: 'num_examples', 'classification_map', the localization scalars ('localization_ap',
@@ -524,7 +526,7 @@ def write_figures(out_dir, predict_fn, examples, class_names, per_class, dataset
   visualize.save_panels(os.path.join(out_dir, 'cams.png'), cam_panels, cam_titles)
 
 
-def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=2):
+def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0):
   """Restores a run's checkpoint and config, evaluates a split and writes the report.
 
   Returns:
