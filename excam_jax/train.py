@@ -19,7 +19,6 @@ import numpy as np
 import optax
 import tqdm
 from absl import logging
-from flax.metrics import tensorboard
 
 from excam_jax import checkpoints
 from excam_jax import parallel
@@ -301,6 +300,7 @@ class _Logger:
   """Host-side metric windows, the progress bar, TensorBoard and absl logs (process 0 writes)."""
 
   def __init__(self, workdir, start, total, global_batch, schedules):
+    from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top  # TensorFlow.
     self.main = jax.process_index() == 0
     self.writer = tensorboard.SummaryWriter(workdir) if self.main else None
     self.bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step',
@@ -368,11 +368,13 @@ def train_and_evaluate(config, workdir):
   validate_config(config)
   parallel.initialize(config)
   _check_divisible(config)
+  _prepare_workdir(workdir)
+  # Imported here: TensorFlow (behind tf.data) takes seconds to load, and the checks above
+  # should answer at once.
   from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   info = pipeline.dataset_info(config)
   steps_per_epoch = math.ceil(info.num_train / config.batch_size)
   total_steps = config.num_epochs * steps_per_epoch
-  _prepare_workdir(workdir)
   ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.keep_checkpoints)
   try:
     ckpt.check_compatible(config)  # Before anything is written.
