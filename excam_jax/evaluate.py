@@ -31,8 +31,9 @@ def main(argv):
   try:
     # Imported here so that --help and flag errors stay fast.
     from excam_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-    out = evaluate.evaluate_checkpoint(_WORKDIR.value, split=_SPLIT.value, step=_STEP.value,
-                     compare=_COMPARE.value, figures=_FIGURES.value, workers=_WORKERS.value)
+    out = evaluate.evaluate_checkpoint(
+        _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
+        figures=_FIGURES.value, workers=_WORKERS.value)
   except UserError as err:
     exit_with(err)
   print(f'wrote {out}')

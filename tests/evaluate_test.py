@@ -205,3 +205,19 @@ def test_command_reports_a_missing_checkpoint(tmp_path):
                         env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert proc.returncode == 1
   assert proc.stderr.strip().count('\n') == 0 and 'no checkpoints' in proc.stderr
+
+
+def test_load_compare(tmp_path):
+  folder = tmp_path / 'wildcat_run' / 'eval' / '3'
+  folder.mkdir(parents=True)
+  (folder / 'metrics.json').write_text(json.dumps(
+      {'per_class': {'localization_ap': [0.5, None], 'localization_ap_07': [0.25, 0.75]}}))
+  name, values = evaluate.load_compare(str(folder / 'metrics.json'), 2)
+  assert name == 'wildcat_run' and values[0] == 0.5 and math.isnan(values[1])
+  assert evaluate.load_compare(str(folder / 'metrics.json'), 2, 'localization_ap_07')[1] == [
+      0.25, 0.75]
+  with pytest.raises(UserError, match='same data set'):
+    evaluate.load_compare(str(folder / 'metrics.json'), 3)
+  (tmp_path / 'bad.json').write_text('{')
+  with pytest.raises(UserError, match='metrics.json'):
+    evaluate.load_compare(str(tmp_path / 'bad.json'), 2)

@@ -6,7 +6,8 @@ batch and per purpose), so nothing image-sized is kept between batches.
 
 Working grids. Boxes are found on class maps upsampled bilinearly to a square working grid
 (`box_grid`, default 128 x 128 cells) and their edges are then mapped to the original image's
-pixels through the normalised convention of boxes.py (x1 = floor(xmin * W), x2 = ceil(xmax * W) - 1).
+pixels through the normalised convention of boxes.py (x1 = floor(xmin * W),
+x2 = ceil(xmax * W) - 1).
 A grid cell covers W / 128 original pixels (about 4 on a 500-pixel VOC image), far below the
 resolution of a 14 x 14 or 7 x 7 map; labelling every map at full resolution costs ~3 ms, which is
 too slow for VOC. The MaxBoxAcc threshold sweep labels every map at every threshold; it runs on a
@@ -71,7 +72,7 @@ class _Truth:
 
 
 def _pair_iou(pred, truth_boxes, truth_valid):
-  """IoU (K, N) of each predicted box (K, 4) with its own truth boxes (K, N, 4); -1 where invalid."""
+  """IoU (K, N) of each predicted box (K, 4) with its truth boxes (K, N, 4); -1 where invalid."""
   pred = pred[:, None, :].astype(np.float64)
   gt = truth_boxes.astype(np.float64)
   iw = np.minimum(pred[..., 2], gt[..., 2]) - np.maximum(pred[..., 0], gt[..., 0]) + 1
@@ -454,11 +455,16 @@ def _jsonable(value):
   return value
 
 
-def load_compare(path, num_classes):
-  """(run name, per-class localization AP) from another run's metrics.json."""
+def bar_metric(dataset):
+  """The per-class metric of the AP bar figure: VOC 2007 reports the 11-point AP."""
+  return 'localization_ap_07' if dataset == 'voc/2007' else 'localization_ap'
+
+
+def load_compare(path, num_classes, metric='localization_ap'):
+  """(run name, per-class `metric` values) from another run's metrics.json."""
   try:
     with open(path) as f:
-      values = json.load(f)['per_class']['localization_ap']
+      values = json.load(f)['per_class'][metric]
   except (OSError, ValueError, KeyError, TypeError) as err:
     raise UserError(f'--compare={path} is not a readable metrics.json ({err}); pass the '
                     'metrics.json that `python -m excam_jax.evaluate` wrote for the other run.'
@@ -466,7 +472,10 @@ def load_compare(path, num_classes):
   if len(values) != num_classes:
     raise UserError(f'--compare={path} has {len(values)} classes and this run {num_classes}: '
                     'compare runs on the same data set.')
-  return path, [float('nan') if v is None else float(v) for v in values]
+  # <workdir>/eval/<step>/metrics.json is named after its workdir.
+  parts = os.path.normpath(os.path.abspath(path)).split(os.sep)
+  name = parts[-4] if len(parts) >= 4 and parts[-3] == 'eval' else path
+  return name, [float('nan') if v is None else float(v) for v in values]
 
 
 def make_predict_fn(model, variables):
@@ -500,7 +509,7 @@ def write_figures(out_dir, predict_fn, examples, class_names, per_class, dataset
   """Writes ap_bars.png, boxes.png and cams.png for the given examples (a batch dict)."""
   from excam_jax import visualize  # pylint: disable=g-import-not-at-top
   from excam_jax.data import preprocess  # pylint: disable=g-import-not-at-top
-  metric = 'localization_ap_07' if dataset == 'voc/2007' else 'localization_ap'
+  metric = bar_metric(dataset)
   runs = {'ours': per_class[metric]}
   if compare:
     runs[compare[0]] = compare[1]
@@ -539,7 +548,7 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   config, variables, step = checkpoints.restore(workdir, step)
   split = split or config.eval_split
   info = pipeline.dataset_info(config)
-  other = load_compare(compare, info.num_classes) if compare else None
+  other = load_compare(compare, info.num_classes, bar_metric(config.dataset)) if compare else None
   model = network.create_model(config.model, info.num_classes)
   predict_fn = make_predict_fn(model, variables)
   result = evaluate(predict_fn, pipeline.eval_batches(config, split), info.class_names,

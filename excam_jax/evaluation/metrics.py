@@ -198,7 +198,8 @@ def pointwise_ap(scores, points, ground_truth, tolerance=18):
       present[i, c] = True
       positive[i, c] |= not difficult
       x, y = points[i, c]
-      hit[i, c] |= (x1 - tolerance <= x <= x2 + tolerance) and (y1 - tolerance <= y <= y2 + tolerance)
+      inside_x = x1 - tolerance <= x <= x2 + tolerance
+      hit[i, c] |= inside_x and (y1 - tolerance <= y <= y2 + tolerance)
   result = np.full(num_classes, np.nan)
   for c in range(num_classes):
     keep = positive[:, c] | ~present[:, c]
