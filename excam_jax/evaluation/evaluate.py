@@ -24,8 +24,8 @@ Which maps give which metric (SPEC section 4):
   pointwise AP: argmax of each class map upsampled to the original size (exact, computed on the
     few rows that can hold it; first in raster order), tolerance 18 pixels;
   MaxBoxAcc / V2: min-max normalised map, tau in {0, step, ..., < 1}, largest component (V1) or the
-    best of all components (V2), IoU with the ground-truth boxes of c, over (image, ground-truth
-    class) samples.
+    best of all components (V2), IoU with the ground-truth boxes of c (difficult included), over
+    (image, ground-truth class) samples; per-class values are taken at the overall best tau.
 """
 
 import concurrent.futures
