@@ -79,6 +79,10 @@ class TestComponents:
       assert sorted(map(tuple, mine.tolist())) == sorted(expected)
       assert tuple(comps.boxes[largest[i]]) == expected[0]
 
+  def test_empty_stack(self):
+    comps = boxes.components(np.zeros((0, 3, 3), dtype=bool))
+    assert comps.boxes.shape == (0, 4) and len(comps.area) == 0
+
   def test_largest_per_map_without_components(self):
     comps = boxes.components(np.zeros((2, 3, 3), dtype=bool))
     np.testing.assert_array_equal(boxes.largest_per_map(comps, 2), [-1, -1])

@@ -14,7 +14,9 @@ import pytest
 from configs import tiny
 from excam_jax import checkpoints
 from excam_jax.errors import UserError
+from excam_jax.evaluation import boxes
 from excam_jax.evaluation import evaluate
+from excam_jax.evaluation import metrics
 from excam_jax.models import network
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,3 +223,32 @@ def test_load_compare(tmp_path):
   (tmp_path / 'bad.json').write_text('{')
   with pytest.raises(UserError, match='metrics.json'):
     evaluate.load_compare(str(tmp_path / 'bad.json'), 2)
+
+
+class TestSweep:
+
+  def test_second_peak_by_hand(self):
+    maps = np.array([[[0, 1, 0, 0], [0, 0, 0, 3], [2, 0, 0, 0]],
+                     [[0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]], np.float32)
+    np.testing.assert_array_equal(evaluate.second_peak(maps), [2, -np.inf])
+
+  def test_matches_labelling_every_threshold(self):
+    """The shortcut above the second peak gives what labelling every (tau, map) gives."""
+    rng = np.random.default_rng(3)
+    maps = rng.normal(size=(6, 4, 4)).astype(np.float32)
+    maps[0] = 0.0  # Constant: no component at any tau.
+    maps[1] = np.outer(np.hanning(4), np.hanning(4))  # One peak: every slot is a shortcut.
+    heights = np.array([20, 30, 17, 40, 25, 33])
+    widths = np.array([30, 20, 41, 40, 25, 12])
+    gt = np.tile(np.array([[[2, 3, 15, 12], [0, 0, 5, 5]]]), (6, 1, 1))
+    valid = np.array([[True, True]] * 5 + [[True, False]])
+    taus = np.arange(0, 1, 0.05)
+    v1, v2 = evaluate._sweep_ious(maps, heights, widths, gt, valid, taus, 9)
+    grids = boxes.normalize_minmax(boxes.upsample(maps, 9, 9))
+    for p in range(6):
+      for t, tau in enumerate(taus):
+        found = boxes.cam_to_boxes(grids[p], tau)
+        pix = [boxes.grid_boxes_to_pixels([b], 9, 9, heights[p], widths[p])[0] for b in found]
+        ious = [metrics.box_iou([b], gt[p][valid[p]]).max() for b in pix]
+        assert v1[p, t] == pytest.approx(ious[0] if ious else 0.0)
+        assert v2[p, t] == pytest.approx(max(ious) if ious else 0.0)

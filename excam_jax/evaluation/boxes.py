@@ -164,6 +164,8 @@ def components(masks):
   masks = np.asarray(masks, dtype=bool)
   height, width = masks.shape[-2:]
   stack = masks.reshape(-1, height, width)
+  if not stack.size:
+    return Components(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4), np.int64))
   structure = np.zeros((3, 3, 3), dtype=bool)
   structure[1] = _EIGHT
   labels, count = scipy.ndimage.label(stack, structure=structure)

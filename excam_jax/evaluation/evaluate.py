@@ -120,6 +120,50 @@ def _stack_components(stacks, masks_of, heights, widths):
   return tuple(np.concatenate(x) for x in (taus, pairs, areas, pixels))
 
 
+def second_peak(stack):
+  """Per map (P, H, W): the highest local maximum other than the first global argmax.
+
+  A local maximum is a pixel with no strictly greater 8-neighbour. Above this level every
+  superlevel set {f > tau} is one 8-connected component: from any of its pixels a path of strictly
+  increasing neighbours stays in the set and can only end at the global argmax. Returns -inf for
+  a map whose only local maximum is its argmax.
+  """
+  num, height, width = stack.shape
+  padded = np.pad(stack, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+  neighbours = np.full(stack.shape, -np.inf, dtype=stack.dtype)
+  for dy in (0, 1, 2):
+    for dx in (0, 1, 2):
+      if (dy, dx) != (1, 1):
+        np.maximum(neighbours, padded[:, dy:dy + height, dx:dx + width], out=neighbours)
+  peaks = (stack >= neighbours).reshape(num, -1)
+  peaks[np.arange(num), stack.reshape(num, -1).argmax(axis=1)] = False
+  return np.where(peaks, stack.reshape(num, -1), -np.inf).max(axis=1)
+
+
+def _sweep_components(stack, taus):
+  """Components of {stack[p] > tau} for every (tau, p): (tau index, p, area, grid boxes).
+
+  Slots above the map's second peak hold one component, its box is the mask's extent: only the
+  other slots are labelled (exact; see second_peak).
+  """
+  level = second_peak(stack)
+  tau_l, pair_l = np.nonzero(taus[:, None] < level[None, :])
+  comps = boxlib.components(stack[pair_l] > taus[tau_l, None, None])
+  tau_s, pair_s = np.nonzero(taus[:, None] >= level[None, :])
+  rows = stack.max(axis=2)[pair_s] > taus[tau_s, None]
+  cols = stack.max(axis=1)[pair_s] > taus[tau_s, None]
+  found = rows.any(axis=1)
+  rows, cols, tau_s, pair_s = rows[found], cols[found], tau_s[found], pair_s[found]
+  last_row, last_col = rows.shape[1] - 1, cols.shape[1] - 1
+  single = np.stack([cols.argmax(axis=1), rows.argmax(axis=1),
+                     last_col - cols[:, ::-1].argmax(axis=1),
+                     last_row - rows[:, ::-1].argmax(axis=1)], axis=1)
+  return (np.concatenate([tau_l[comps.map_index], tau_s]),
+          np.concatenate([pair_l[comps.map_index], pair_s]),
+          np.concatenate([comps.area, np.ones(len(tau_s), np.int64)]),
+          np.concatenate([comps.boxes, single]).reshape(-1, 4))
+
+
 def _sweep_ious(maps, heights, widths, gt, valid, taus, grid):
   """IoUs of the MaxBoxAcc sweep for P maps (P, h, w) of (image, ground-truth class) samples.
 
@@ -133,9 +177,15 @@ def _sweep_ious(maps, heights, widths, gt, valid, taus, grid):
     all components' boxes (v2) at each tau; 0 where no component exists.
   """
   num_pairs, num_taus = len(maps), len(taus)
-  stacks = [boxlib.normalize_minmax(s) for s in _grid_maps(maps, grid, heights, widths)]
-  tau, pair, area, pix = _stack_components(
-      stacks, lambda m: m[None] > taus[:, None, None, None], heights, widths)
+  parts, offset = [], 0
+  for stack in _grid_maps(maps, grid, heights, widths):
+    tau, pair, area, boxes = _sweep_components(boxlib.normalize_minmax(stack), taus)
+    pair = pair + offset
+    pix = boxlib.grid_boxes_to_pixels(boxes, stack.shape[1], stack.shape[2], heights[pair],
+                                      widths[pair]).reshape(-1, 4)
+    parts.append((tau, pair, area, pix))
+    offset += len(stack)
+  tau, pair, area, pix = (np.concatenate(x) for x in zip(*parts))
   iou = _best_iou(pix, gt[pair], valid[pair])
   v2 = np.zeros((num_taus, num_pairs))
   np.maximum.at(v2, (tau, pair), iou)
