@@ -1,0 +1,150 @@
+r"""Benchmark of the ResNet-101 ex-CAM train and eval steps, and XLA memory of the train step.
+
+  python experiments/bench_resnet101.py                      # whatever devices exist
+  python experiments/bench_resnet101.py --steps=20 --out=experiments/resnet101_benchmark.md
+
+Part 1 times the jitted, donated train step and the eval step (VOC config: 20 classes, M = 8) at
+batch 8, 224 px, after one warm-up call, on all devices of a 'data' mesh. Part 2 compiles (does
+not run) the train step at batch 16 for 224 and 448 px, float32 and bfloat16, remat off and on,
+and prints `compiled.memory_analysis()`. On CPU the memory compiles skip LLVM optimisation
+(xla_backend_optimization_level=0): buffer assignment, which the figures come from, is done
+before it. Figures from a CPU compile describe XLA:CPU's fusion decisions, not a GPU's.
+"""
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=wrong-import-position
+import numpy as np  # pylint: disable=wrong-import-position
+
+from configs import voc12  # pylint: disable=wrong-import-position
+from excam_jax import parallel  # pylint: disable=wrong-import-position
+from excam_jax import train  # pylint: disable=wrong-import-position
+from excam_jax.models import network  # pylint: disable=wrong-import-position
+
+NUM_CLASSES = 20
+GIB = 2 ** 30
+
+
+def build(dtype='float32', remat=False, total_steps=1000):
+  config = voc12.get_config()
+  config.model.dtype = dtype
+  config.model.remat = remat
+  model = network.create_model(config.model, NUM_CLASSES)
+  tx, _ = train.create_optimizer(config, total_steps)
+  return config, model, tx
+
+
+def fake_batch(batch, size, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': rng.normal(size=(batch, size, size, 3)).astype(np.float32),
+          'label': (rng.random((batch, NUM_CLASSES)) < 0.1).astype(np.float32),
+          'mask': np.ones(batch, np.float32)}
+
+
+def _timed(fn, calls):
+  jax.block_until_ready(fn())  # Warm-up: compilation and the first run.
+  start = time.perf_counter()
+  for _ in range(calls):
+    out = fn()
+  jax.block_until_ready(out)
+  return (time.perf_counter() - start) / calls
+
+
+def time_steps(batch, size, steps):
+  """Seconds per train step and per eval step (float32, remat off)."""
+  config, model, tx = build()
+  mesh = parallel.data_mesh()
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  state = train._compile_once(  # pylint: disable=protected-access
+      functools.partial(train.create_state, model=model, tx=tx, image_size=size), replicated,
+      jax.random.PRNGKey(0))
+  data = parallel.global_batch(fake_batch(batch, size), sharded)
+  step = train.make_train_step(config, model, tx, mesh)
+  holder = {'state': state}
+
+  def train_once():
+    holder['state'], metrics = step(holder['state'], data)
+    return metrics['loss']
+
+  train_s = _timed(train_once, steps)
+  evaluate = train.make_eval_step(model, mesh)
+  variables = {'params': holder['state'].params, 'batch_stats': holder['state'].batch_stats}
+  eval_s = _timed(lambda: evaluate(variables, data['image']), steps)
+  return train_s, eval_s
+
+
+def memory(batch, size, dtype, remat):
+  """compiled.memory_analysis() of the train step, from abstract inputs (nothing allocated)."""
+  config, model, tx = build(dtype, remat)
+  mesh = parallel.data_mesh()
+  replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+  abstract = jax.eval_shape(functools.partial(train.create_state, model=model, tx=tx,
+                                              image_size=size), jax.random.PRNGKey(0))
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                       abstract)
+  data = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sharded)
+          for k, v in fake_batch(batch, 32).items()}
+  data['image'] = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=sharded)
+  options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
+  start = time.perf_counter()
+  compiled = train.make_train_step(config, model, tx, mesh).lower(state, data).compile(
+      compiler_options=options)
+  stats = compiled.memory_analysis()
+  return stats, time.perf_counter() - start
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--batch', type=int, default=8)
+  parser.add_argument('--size', type=int, default=224)
+  parser.add_argument('--steps', type=int, default=3, help='timed calls after one warm-up')
+  parser.add_argument('--memory_batch', type=int, default=16)
+  parser.add_argument('--skip_memory', action='store_true')
+  parser.add_argument('--out', default='', help='also write the tables to this markdown file')
+  args = parser.parse_args()
+
+  device = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
+  lines = [f'Devices: {device}; jax {jax.__version__}.', '',
+           f'## Step time, ResNet-101 ex-CAM (M = 8, 20 classes), batch {args.batch}, '
+           f'{args.size} px, float32', '',
+           '| step | s / step | images / s |', '| --- | --- | --- |']
+  train_s, eval_s = time_steps(args.batch, args.size, args.steps)
+  for name, seconds in (('train', train_s), ('eval', eval_s)):
+    lines.append(f'| {name} | {seconds:.3f} | {args.batch / seconds:.1f} |')
+  print('\n'.join(lines), flush=True)
+
+  if not args.skip_memory:
+    table = ['', f'## XLA memory analysis of the train step, batch {args.memory_batch} (GiB)', '',
+             '| px | dtype | remat | arguments | outputs | aliased | temporaries | '
+             'peak (arg + out - alias + temp) | compile s |',
+             '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+    print('\n'.join(table), flush=True)
+    for size in (224, 448):
+      for dtype in ('float32', 'bfloat16'):
+        for remat in (False, True):
+          m, seconds = memory(args.memory_batch, size, dtype, remat)
+          peak = (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+                  + m.temp_size_in_bytes)
+          row = (f'| {size} | {dtype} | {"on" if remat else "off"} | '
+                 f'{m.argument_size_in_bytes / GIB:.2f} | {m.output_size_in_bytes / GIB:.2f} | '
+                 f'{m.alias_size_in_bytes / GIB:.2f} | {m.temp_size_in_bytes / GIB:.2f} | '
+                 f'{peak / GIB:.2f} | {seconds:.0f} |')
+          table.append(row)
+          print(row, flush=True)
+    lines += table
+  command = 'python experiments/bench_resnet101.py ' + ' '.join(sys.argv[1:])
+  if args.out:
+    with open(args.out, 'w') as f:
+      f.write('# ResNet-101 ex-CAM benchmark\n\nCommand: `' + command.strip() + '`\n\n')
+      f.write('\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+  main()
