@@ -13,6 +13,7 @@ default working grids change.
 
 import argparse
 import os
+import resource
 import sys
 import time
 
@@ -57,6 +58,13 @@ def synthesize(num_images, map_size, num_classes=20, max_boxes=6, seed=0):
               label=label, ignore=np.zeros_like(label, bool))
 
 
+def _cpu_seconds():
+  """User + system CPU time of this process and of its finished child processes."""
+  own = resource.getrusage(resource.RUSAGE_SELF)
+  children = resource.getrusage(resource.RUSAGE_CHILDREN)
+  return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def batches(data, batch_size):
   """Yields eval batches whose 'image' field holds the example indices."""
   num = len(data['logits'])
@@ -81,12 +89,14 @@ def main():
   data = synthesize(args.images, args.map)
   predict = lambda index: (data['logits'][index], data['maps'][index])
   names = [f'class{c}' for c in range(20)]
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), _cpu_seconds()
   result = evaluate.evaluate(predict, batches(data, args.batch), names, workers=args.workers)
-  seconds = time.perf_counter() - start
+  seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
   pairs = int((data['label'] > 0).sum())
   print(f'localization evaluation: {args.images} images x 20 classes, {args.map}x{args.map} maps, '
-        f'{pairs} (image, class) samples: {seconds:.1f} s')
+        f'{pairs} (image, class) samples, workers={args.workers}: {seconds:.1f} s wall, '
+        f'{cpu:.1f} s CPU (this process and its workers), load average '
+        f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
   for key, value in result.items():
     if key != 'per_class':
       print(f'  {key}: {value}')
