@@ -24,7 +24,7 @@ from excam_jax.errors import UserError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 8  # configs/tiny.py: ResNet-18 at stem width 8.
 # Two epochs of 4 steps, a checkpoint every 2 steps, two kept; classification-only evals.
-TRAIN_ARGS = ['--config=configs/tiny.py', '--config.num_epochs=2',
+TRAIN_ARGS = ['--config=configs/tiny.py', '--config.num_epochs=2', '--config.eval_every_steps=8',
               '--config.keep_checkpoints=2', '--config.eval_localization=False']
 KILLED_RUNNER = """
 import sys, time

@@ -1,8 +1,10 @@
 """Multi-host: two processes on loopback compute the losses of one process on the same global batch.
 
-Each worker calls parallel.initialize (jax.distributed.initialize on 127.0.0.1), reads its own
-half of every global batch from the data pipeline, and trains PooledNet on the global mesh of
-both processes' CPU devices. The reference runs here, in one process, on whole global batches.
+Each worker calls parallel.initialize (jax.distributed.initialize on 127.0.0.1), feeds only its
+own slice of every global batch, and trains PooledNet on the global mesh of both processes' CPU
+devices. The reference runs here, in one process, on whole global batches. The global batches
+come from the data pipeline; the workers read them from a file and take the slice that
+pipeline.train_batches gives their process (checked below), which keeps TensorFlow out of them.
 """
 
 import os
@@ -16,7 +18,6 @@ import numpy as np
 from configs import tiny
 from excam_jax import parallel
 from excam_jax import train
-from excam_jax.data import pipeline
 from train_test import PooledNet, step_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +26,7 @@ WORKER = """
 import sys
 import jax, numpy as np
 from configs import tiny
-from multihost_test import STEPS, run_steps
+from multihost_test import local_slices, run_steps
 from excam_jax import parallel
 
 config = tiny.get_config()
@@ -33,12 +34,33 @@ config.distributed.update({'enabled': True, 'coordinator_address': sys.argv[1],
                            'num_processes': 2, 'process_id': int(sys.argv[2])})
 parallel.initialize(config)
 assert jax.process_count() == 2 and jax.device_count() == 2
-losses, leaves = run_steps(config, jax.process_index(), jax.process_count())
-np.savez(sys.argv[3], losses=losses, *leaves)
+batches = local_slices(sys.argv[3], jax.process_index(), jax.process_count())
+losses, leaves = run_steps(config, batches)
+np.savez(sys.argv[4], losses=losses, *leaves)
 """
 
 
-def run_steps(config, process_index, process_count):
+def global_batches(config, path):
+  """Writes the first STEPS global training batches of `config` to `path` (.npz)."""
+  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top  # Not in workers.
+  batches = pipeline.train_batches(config)
+  arrays = {}
+  for i in range(STEPS):
+    batch = next(batches)
+    arrays.update({f'{key}_{i}': batch[key] for key in train.TRAIN_KEYS})
+  np.savez(path, **arrays)
+
+
+def local_slices(path, process_index, process_count):
+  """This process's rows of each saved global batch: the contiguous slice in process order."""
+  data = np.load(path)
+  for i in range(STEPS):
+    batch = {key: data[f'{key}_{i}'] for key in train.TRAIN_KEYS}
+    rows = len(batch['mask']) // process_count
+    yield {k: v[process_index * rows:(process_index + 1) * rows] for k, v in batch.items()}
+
+
+def run_steps(config, local_batches):
   """STEPS training steps on the global mesh; returns the losses and the final parameters."""
   model = PooledNet(num_classes=config.parts.num_classes, dropout=0.5)
   step_cfg = step_config()
@@ -47,15 +69,13 @@ def run_steps(config, process_index, process_count):
   step = train.make_train_step(step_cfg, model, tx, mesh)
   state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
   state = jax.device_put(state, parallel.replicated(mesh))
-  batches = parallel.prefetch(
-      pipeline.train_batches(config, process_index=process_index, process_count=process_count),
-      parallel.batch_sharded(mesh), train.TRAIN_KEYS)
+  batches = parallel.prefetch(local_batches, parallel.batch_sharded(mesh), train.TRAIN_KEYS)
   losses = []
-  for _ in range(STEPS):
-    batch = next(batches)
+  for batch in batches:
     assert batch['image'].shape[0] == config.batch_size  # The global batch, whatever the split.
     state, metrics = step(state, batch)
     losses.append(float(metrics['loss']))
+  assert len(losses) == STEPS
   return np.array(losses), [np.asarray(x) for x in jax.tree.leaves(state.params)]
 
 
@@ -66,15 +86,18 @@ def _free_port():
 
 
 def test_two_processes_match_one(tmp_path):
+  config = tiny.get_config()
+  data = str(tmp_path / 'batches.npz')
+  global_batches(config, data)
   address = f'127.0.0.1:{_free_port()}'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
              PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, 'tests')]))
   env.pop('XLA_FLAGS', None)
   outputs = [str(tmp_path / f'worker{i}.npz') for i in range(2)]
-  workers = [subprocess.Popen([sys.executable, '-c', WORKER, address, str(i), outputs[i]],
+  workers = [subprocess.Popen([sys.executable, '-c', WORKER, address, str(i), data, outputs[i]],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(2)]
-  want_losses, want_leaves = run_steps(tiny.get_config(), 0, 1)  # Meanwhile, the reference.
+  want_losses, want_leaves = run_steps(config, local_slices(data, 0, 1))  # The reference.
   for worker in workers:
     _, stderr = worker.communicate(timeout=300)
     assert worker.returncode == 0, stderr[-3000:]
@@ -87,10 +110,13 @@ def test_two_processes_match_one(tmp_path):
   assert len(set(np.round(want_losses, 6))) == STEPS  # Different batches, a moving model.
 
 
-def test_worker_split_is_half_the_global_batch():
+def test_pipeline_gives_each_process_its_contiguous_slice():
+  """The slicing the workers above use is the one pipeline.train_batches does per process."""
+  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   config = tiny.get_config()
-  whole = next(pipeline.train_batches(config))
-  halves = [next(pipeline.train_batches(config, process_index=i, process_count=2))
+  whole = next(pipeline.train_batches(config, start_step=1))
+  halves = [next(pipeline.train_batches(config, start_step=1, process_index=i, process_count=2))
             for i in range(2)]
   assert halves[0]['image'].shape[0] == config.batch_size // 2
-  np.testing.assert_array_equal(np.concatenate([h['label'] for h in halves]), whole['label'])
+  for key in train.TRAIN_KEYS:
+    np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])
