@@ -6,7 +6,6 @@ the state donated. The loop syncs with the host only at log, eval and checkpoint
 """
 
 import functools
-import importlib.util
 import math
 import os
 import time
@@ -21,6 +20,7 @@ import tqdm
 from absl import logging
 
 from excam_jax import checkpoints
+from excam_jax.evaluation import evaluate as evaluation
 from excam_jax import parallel
 from excam_jax import pretrained
 from excam_jax.errors import ConfigError, UserError
@@ -241,31 +241,12 @@ def initial_state(config, model, tx, ckpt, replicated):
 # ---------------------------------------------------------------------------------------------
 # Evaluation.
 
-def _evaluation_module():
-  """excam_jax.evaluation.evaluate when it is installed, else None (classification mAP only)."""
-  if importlib.util.find_spec('excam_jax.evaluation.evaluate') is None:
-    return None
-  return importlib.import_module('excam_jax.evaluation.evaluate')
-
-
-def _classification_map(predict_fn, batches):
-  """Classification mAP (VOC, difficult-only images skipped per class) over padded batches."""
-  from excam_jax.evaluation import metrics  # pylint: disable=g-import-not-at-top
-  scores, labels, ignore = [], [], []
-  for batch in batches:
-    logits, _ = predict_fn(batch['image'])
-    keep = np.asarray(batch['mask']) > 0
-    scores.append(logits[keep])
-    labels.append(batch['label'][keep])
-    ignore.append(batch.get('ignore', np.zeros_like(batch['label'], bool))[keep])
-  per_class = metrics.classification_ap(np.concatenate(scores), np.concatenate(labels),
-                                        np.concatenate(ignore))
-  return {'classification_map': float(np.nanmean(per_class)),
-          'per_class': {'classification_ap': per_class.tolist()}}
-
-
 def evaluate(config, state, info, eval_fn, sharding, pipeline):
-  """Scores the eval split; every process reads whole global batches and gets the same result."""
+  """Scores the eval split with excam_jax.evaluation.evaluate.
+
+  Classification mAP always; the localization metrics too when config.eval_localization. Every
+  process reads whole global batches and computes the same result.
+  """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
 
   def predict_fn(images):
@@ -273,12 +254,8 @@ def evaluate(config, state, info, eval_fn, sharding, pipeline):
     logits, class_maps = eval_fn(variables, images)
     return np.asarray(logits), np.asarray(class_maps)
 
-  batches = pipeline.eval_batches(config)
-  module = _evaluation_module()
-  if module is None:
-    return _classification_map(predict_fn, batches)
-  return module.evaluate(predict_fn, batches, info.class_names,
-                         localization=config.eval_localization)
+  return evaluation.evaluate(predict_fn, pipeline.eval_batches(config), info.class_names,
+                            localization=config.eval_localization)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -213,17 +213,3 @@ class TestLogger:
       log.flush(7, _FakeCheckpoints())
     assert issubclass(train.NonFiniteLoss, UserError)
     log.close()
-
-
-class TestClassificationMap:
-
-  def test_hand_computed_map_with_padding_and_ignore(self):
-    # Class 0: scores 0.9 (pos), 0.8 (neg), 0.7 (pos) -> AP = (1/1 + 2/3) / 2 = 5/6.
-    # Class 1: the 0.9 image is ignored; 0.8 (pos), 0.7 (neg) -> AP = 1.
-    scores = np.array([[0.9, 0.9], [0.8, 0.8], [0.7, 0.7], [5.0, 5.0]])
-    batch = {'image': np.arange(4), 'label': np.array([[1, 1], [0, 1], [1, 0], [0, 0]], float),
-             'ignore': np.array([[0, 1], [0, 0], [0, 0], [0, 0]], bool),
-             'mask': np.array([1, 1, 1, 0], np.float32)}  # The 5.0 row is padding.
-    result = train._classification_map(lambda idx: (scores[idx], None), [batch])
-    np.testing.assert_allclose(result['per_class']['classification_ap'], [5 / 6, 1.0])
-    np.testing.assert_allclose(result['classification_map'], (5 / 6 + 1) / 2)
