@@ -8,6 +8,7 @@ the state donated. The loop syncs with the host only at log, eval and checkpoint
 import functools
 import math
 import os
+import sys
 import time
 from typing import Any
 
@@ -280,8 +281,10 @@ class _Logger:
     from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top  # TensorFlow.
     self.main = jax.process_index() == 0
     self.writer = tensorboard.SummaryWriter(workdir) if self.main else None
+    # Redraw often on a terminal, rarely into a log file.
     self.bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step',
-                         disable=not self.main, dynamic_ncols=True)
+                         disable=not self.main, dynamic_ncols=True,
+                         mininterval=0.5 if sys.stderr.isatty() else 30)
     self.schedules, self.global_batch = schedules, global_batch
     self.window, self.window_start, self.clock = [], start, time.perf_counter()
     self.train_history, self.eval_history = [], []
