@@ -34,10 +34,10 @@ NOTES = """
 Reading the memory table: 'arguments' is the donated state (ResNet-101 + head parameters and
 SGD momentum, float32); 'aliased' is the part of the outputs that reuses it (donation works when
 it equals 'outputs'); 'temporaries' holds the activations kept for the backward pass and the
-scratch buffers. On XLA:CPU neither remat nor bfloat16 lowers the figure: the CPU compiler
-converts bfloat16 convolutions to float32 (extra conversion buffers) and its scheduler does not
-exploit the recomputation. On a GPU both are expected to reduce 'temporaries'; measure there
-with the same command before relying on either.
+scratch buffers. On XLA:CPU neither remat nor bfloat16 lowers the figure (remat is in the
+program: the jaxpr holds one remat per residual block). Untested explanations: XLA:CPU may
+compute bfloat16 convolutions in float32 with conversion buffers, and its scheduler may not
+exploit the recomputation. Measure on a GPU with the same command before relying on either.
 """
 
 
