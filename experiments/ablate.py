@@ -28,81 +28,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from excam_jax import train  # pylint: disable=g-import-not-at-top
 from excam_jax.errors import UserError, exit_with  # pylint: disable=g-import-not-at-top
-from excam_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+from excam_jax import ablation  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base configuration file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per variant.')
 _GRID = flags.DEFINE_enum('grid', 'methods', ['methods', 'num_maps', 'threshold'], 'Variants.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these variant names.')
 
-GRIDS = {
-    'methods': {
-        'wildcat': {'model.head': 'wildcat'},
-        'excam_selfdrop': {'model.head': 'excam', 'model.self_drop': True},
-        'excam_noselfdrop': {'model.head': 'excam', 'model.self_drop': False},
-        'excam_noselfdrop_hard': {'model.head': 'excam', 'model.self_drop': False,
-                                  'model.straight_through': False},
-        'adl': {'model.head': 'adl'},
-        'cam': {'model.head': 'cam'},
-    },
-    'num_maps': {
-        f'{head}_m{m}': {'model.head': head, 'model.self_drop': False, 'model.num_maps': m}
-        for head in ('excam', 'wildcat') for m in (1, 2, 4, 8)
-    },
-    'threshold': {
-        'delta0.3': {'model.head': 'excam', 'model.self_drop': False, 'model.drop_threshold': 0.3},
-        'delta0.5': {'model.head': 'excam', 'model.self_drop': False, 'model.drop_threshold': 0.5},
-        'delta0.7': {'model.head': 'excam', 'model.self_drop': False, 'model.drop_threshold': 0.7},
-        'learned': {'model.head': 'excam', 'model.self_drop': False,
-                    'model.learn_threshold': 'per_class'},
-    },
-}
-# Columns of the results table, in order; absent metrics show as '-'.
-COLUMNS = ('classification_map', 'localization_ap', 'localization_ap_07', 'pointwise_ap',
-           'corloc', 'maxboxacc', 'maxboxaccv2', 'expansion', 'parts_body_coverage',
-           'parts_part_coverage', 'parts_background_activation', 'parts_map_precision')
-
-
-def variant_config(base, overrides):
-  """A copy of `base` with dotted-name overrides applied."""
-  config = base.copy_and_resolve_references()
-  for name, value in overrides.items():
-    *path, leaf = name.split('.')
-    node = config
-    for key in path:
-      node = node[key]
-    node[leaf] = value
-  return config
-
-
-def final_metrics(workdir):
-  """Evaluates the run's last checkpoint (report and figures in its eval/ folder)."""
-  out_dir = evaluate.evaluate_checkpoint(workdir, figures=4)
-  with open(os.path.join(out_dir, 'metrics.json')) as f:
-    metrics = json.load(f)
-  return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-
-
-def results_table(results, grid):
-  """Markdown table: one row per variant, one column per metric."""
-  columns = [c for c in COLUMNS if any(c in r for r in results.values())]
-  lines = [f'# Ablation: {grid}', '',
-           'Final evaluation of each variant (metrics and protocols as in the evaluation '
-           'tables; maps thresholded at sigma(z) > 0.5 unless the metric sweeps).', '',
-           '| variant | overrides | ' + ' | '.join(columns) + ' |',
-           '| --- | --- | ' + ' | '.join('---' for _ in columns) + ' |']
-  for name, metrics in results.items():
-    overrides = ', '.join(f'{k}={v}' for k, v in GRIDS[grid][name].items())
-    cells = [f'{metrics[c]:.3f}' if c in metrics else '-' for c in columns]
-    lines.append(f'| {name} | {overrides} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
-
-
 def main(argv):
   del argv
   if _CONFIG.value is None or not _WORKDIR.value:
     exit_with(UserError('both --config=configs/<name>.py and --workdir=DIR are required.'))
-  variants = GRIDS[_GRID.value]
+  variants = ablation.GRIDS[_GRID.value]
   unknown = set(_ONLY.value) - set(variants)
   if unknown:
     exit_with(UserError(f'unknown variants {sorted(unknown)}; choose from {sorted(variants)}.'))
@@ -112,15 +49,15 @@ def main(argv):
       if _ONLY.value and name not in _ONLY.value:
         continue
       print(f'== {name}: {overrides}', flush=True)
-      config = variant_config(_CONFIG.value, overrides)
+      config = ablation.variant_config(_CONFIG.value, overrides)
       run_dir = os.path.join(_WORKDIR.value, name)
       train.train_and_evaluate(config, run_dir)  # Resumes, or does nothing, if trained.
-      results[name] = final_metrics(run_dir)
+      results[name] = ablation.final_metrics(run_dir)
   except UserError as err:
     exit_with(err)
   with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
-  table = results_table(results, _GRID.value)
+  table = ablation.results_table(results, _GRID.value)
   with open(os.path.join(_WORKDIR.value, 'results.md'), 'w') as f:
     f.write(table)
   print(table)

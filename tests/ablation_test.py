@@ -1,17 +1,10 @@
-"""The ablation script's variant configs and results table (no training here)."""
-
-import importlib.util
-import os
+"""Ablation grids: variant configs and the results table (no training here)."""
 
 import pytest
 
 from configs import voc12
+from excam_jax import ablation as ablate
 from excam_jax.models import network
-
-_PATH = os.path.join(os.path.dirname(__file__), '..', 'experiments', 'ablate.py')
-_SPEC = importlib.util.spec_from_file_location('ablate', _PATH)
-ablate = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(ablate)
 
 
 def test_overrides_apply_without_touching_the_base():
