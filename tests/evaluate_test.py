@@ -6,18 +6,13 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import tiny
-from excam_jax import checkpoints
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes
 from excam_jax.evaluation import evaluate
 from excam_jax.evaluation import metrics
-from excam_jax.models import network
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,32 +151,9 @@ def test_jsonable_turns_nan_into_null():
   assert json.dumps(got) == '{"a": null, "b": [0.5, 3], "c": "x"}'
 
 
-def _random_variables(model, size):
-  """He-initialised variables in numpy: op-by-op model.init is slow on a busy CPU."""
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
-                          jnp.zeros((1, size, size, 3)))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ('scale', 'var'):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ('bias', 'mean'):
-      return np.zeros(leaf.shape, leaf.dtype)
-    fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
-    return (rng.normal(size=leaf.shape) * np.sqrt(2.0 / fan_in)).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def test_restore_and_evaluate_a_checkpoint(tmp_path):
+def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
   """A tiny run's checkpoint is restored with its config and scored on the parts data set."""
-  config = tiny.get_config()
-  model = network.create_model(config.model, config.parts.num_classes)
-  variables = _random_variables(model, config.image_size)
-  ckpt = checkpoints.Checkpoints(str(tmp_path), async_save=False)
-  ckpt.save(5, {'params': variables['params'], 'batch_stats': variables['batch_stats']}, config)
-  ckpt.close()
+  config = write_tiny_checkpoint(tmp_path, 5)
   out = evaluate.evaluate_checkpoint(str(tmp_path), figures=2, workers=0)
   assert out == os.path.join(str(tmp_path), 'eval', '5')
   assert sorted(os.listdir(out)) == ['ap_bars.png', 'boxes.png', 'cams.png', 'metrics.json',

@@ -5,16 +5,11 @@ import os
 import subprocess
 import sys
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
-from configs import tiny
-from excam_jax import checkpoints
 from excam_jax import localize
-from excam_jax.models import network
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,34 +77,11 @@ def test_boxes_json_by_hand_and_failures(tmp_path, capsys):
   np.testing.assert_array_equal(overlay[0, 4], [0, 255, 0])
 
 
-def random_variables(model, size):
-  """He-initialised variables in numpy: op-by-op model.init is slow on a busy CPU."""
-  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
-                          jnp.zeros((1, size, size, 3)))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name in ('scale', 'var'):
-      return np.ones(leaf.shape, leaf.dtype)
-    if name in ('bias', 'mean'):
-      return np.zeros(leaf.shape, leaf.dtype)
-    fan_in = max(int(np.prod(leaf.shape[:-1])), 1)
-    return (rng.normal(size=leaf.shape) * np.sqrt(2.0 / fan_in)).astype(leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
+def workdir(tmp_path_factory, write_tiny_checkpoint):
   """A run directory holding an untrained tiny model's checkpoint."""
   path = str(tmp_path_factory.mktemp('run'))
-  config = tiny.get_config()
-  model = network.create_model(config.model, config.parts.num_classes)
-  variables = random_variables(model, config.image_size)
-  ckpt = checkpoints.Checkpoints(path, async_save=False)
-  ckpt.save(1, {'params': variables['params'], 'batch_stats': variables['batch_stats']}, config)
-  ckpt.close()
+  write_tiny_checkpoint(path, 1)
   return path
 
 
