@@ -6,8 +6,8 @@ Command (2 cores):
 Prints three figures:
   1. decode + resize + flip + normalise of 500 x 375 JPEGs to 224 x 224 (the VOC training path,
      same preprocessing functions), in images/s with `--threads` tf.data threads;
-  2. the time to generate the default synthetic split (4,000 train + 400 eval images, 128 px);
-  3. the training pipeline of configs/synthetic.py (batch 32, 128 px) in images/s.
+  2. the time to generate the splits of configs/synthetic.py (4,000 train + 400 eval images);
+  3. the training pipeline of configs/synthetic.py in images/s.
 """
 
 import io
@@ -95,7 +95,7 @@ def bench_parts(images):
   synthetic.generate(p.seed, 'validation', p.num_eval, p.preset, p.num_classes, p.image_size)
   generation = time.perf_counter() - start
   rate = _rate(pipeline.train_batches(config), images, config.batch_size)
-  return generation, p.num_train + p.num_eval, rate
+  return generation, p.num_train + p.num_eval, rate, config
 
 
 def main(argv):
@@ -104,10 +104,11 @@ def main(argv):
   print(f'VOC-style decode + preprocess to {_SIZE.value}px, {_THREADS.value} threads: '
         f'{rate:.0f} images/s')
   if not _SKIP_PARTS.value:
-    generation, count, rate = bench_parts(_IMAGES.value)
-    print(f'parts generation: {count} images in {generation:.1f} s '
-          f'({1000 * generation / count:.1f} ms/image, one core)')
-    print(f'parts training pipeline (configs/synthetic.py, batch 32, 128px): {rate:.0f} images/s')
+    generation, count, rate, config = bench_parts(_IMAGES.value)
+    print(f'parts generation: {count} images of {config.parts.image_size} px in '
+          f'{generation:.1f} s ({1000 * generation / count:.1f} ms/image, one core)')
+    print(f'parts training pipeline (configs/synthetic.py, batch {config.batch_size}, '
+          f'{config.image_size} px): {rate:.0f} images/s')
 
 
 if __name__ == '__main__':
