@@ -5,8 +5,7 @@ Command:
 
 A small ResNet-18 (stem width 8, output stride 8: 12x12 maps) trained from scratch on 96-px
 images of the 'main' preset (large bodies shared by all classes, small class-specific parts),
-1,500 steps at batch 32. Hardware: 2 CPU cores, about 8 minutes (plus ~20 s to generate the
-data). The evaluation report: python -m excam_jax.evaluate --workdir=runs/synthetic.
+1,500 steps at batch 32. Hardware: 2 CPU cores, 7 minutes (data generation included). The evaluation report: python -m excam_jax.evaluate --workdir=runs/synthetic.
 
 This run uses self_drop=False: with the literal self_drop=True every map after the first is
 <= 0, the class map is positive only where the first map is, and on this data the scores stay
