@@ -12,7 +12,7 @@ This run uses self_drop=False: with the literal self_drop=True every map after t
 <= 0, the class map is positive only where the first map is, and on this data the scores stay
 low (pointwise AP ~0.34 in the same run). experiments/ablate.py compares both and WILDCAT.
 
-Expected at the end (seed 0; runs are deterministic): classification mAP 0.976, pointwise
+Expected at the end (seed 0; runs repeat exactly on one machine): classification mAP 0.976, pointwise
 localization AP 0.974, CorLoc 0.169, MaxBoxAcc 0.321, body coverage 0.86 with background
 activation 0.71.
 """
