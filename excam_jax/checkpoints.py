@@ -23,7 +23,7 @@ CONFIG_FILE = 'config.json'
 # Fields that a resumed run must share with the checkpoint: they define the arrays' shapes and
 # meaning (model.*, classes, image size) or the data order that an exact resume replays.
 COMPATIBILITY_FIELDS = ('model', 'dataset', 'train_split', 'image_size', 'parts', 'batch_size',
-                        'seed')
+                        'seed', 'shuffle_buffer')
 # Model fields that change only how the arrays are computed, not what they are.
 _COMPUTE_ONLY = ('model.dtype', 'model.remat')
 

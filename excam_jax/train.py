@@ -265,7 +265,8 @@ def evaluate(config, state, info, eval_fn, sharding, pipeline):
 def _prepare_workdir(workdir):
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    # One probe per process: on a shared filesystem processes must not remove each other's.
+    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}.{os.getpid()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)

@@ -101,6 +101,14 @@ class TestConversions:
     normalized = boxes.pixels_to_normalized(pixel, 375, 500)
     np.testing.assert_array_equal(boxes.normalized_to_pixels(normalized, 375, 500), pixel)
 
+  @pytest.mark.parametrize('size', [96, 333, 375, 500])
+  def test_float32_edges_come_back_exactly(self, size):
+    # Boxes travel as float32 (TFDS, tf.data): k / W rounded to float32 must still give k.
+    k = np.arange(size)
+    normalized = np.stack([k / size, k / size, (k + 1) / size, (k + 1) / size], -1)
+    got = boxes.normalized_to_pixels(normalized.astype(np.float32), size, size)
+    np.testing.assert_array_equal(got, np.stack([k, k, k, k], -1))
+
   def test_grid_boxes_to_pixels(self):
     # Grid 4 x 4 onto 8 x 12 (H x W): grid column 1..2 -> pixels 3..8, row 0..0 -> 0..1.
     got = boxes.grid_boxes_to_pixels([[1, 0, 2, 0]], 4, 4, 8, 12)

@@ -87,6 +87,10 @@ class TestCheckpoints:
     other.model.num_maps = 3
     with pytest.raises(UserError, match=r'model\.num_maps \(2 in the checkpoint, 3 now\)'):
       ckpt.check_compatible(other)
+    reshuffled = tiny.get_config()
+    reshuffled.shuffle_buffer = 7  # Changes the data order an exact resume replays.
+    with pytest.raises(UserError, match=r'shuffle_buffer \(64 in the checkpoint, 7 now\)'):
+      ckpt.check_compatible(reshuffled)
     ckpt.close()
 
   def test_missing_and_truncated_checkpoints(self, tmp_path):

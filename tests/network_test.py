@@ -156,6 +156,15 @@ def test_invalid_values_name_the_field(field, value):
     network.validate_config(config)
 
 
+def test_diversity_loss_needs_per_class_maps():
+  config = voc12.get_config()
+  config.diversity_loss = 'cosine'
+  network.validate_config(config)
+  config.model.head = 'cam'
+  with pytest.raises(ConfigError, match="config.diversity_loss='cosine'.*model.head='cam'"):
+    network.validate_config(config)
+
+
 def test_kmax_count_limit_follows_map_size():
   config = voc12.get_config()
   config.model.kmax = 49

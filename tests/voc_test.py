@@ -16,6 +16,7 @@ from tensorflow_datasets.core.download import checksums
 from configs import voc07
 from excam_jax.data import pipeline
 from excam_jax.data import voc
+from excam_jax.evaluation import boxes
 from excam_jax.errors import UserError
 
 
@@ -51,6 +52,12 @@ FAKES = {
              (26, 18, [(7, (0.0, 0.0, 1.0, 1.0), True), (8, (0.1, 0.1, 0.2, 0.2), True)]),
              (16, 16, [(11, (0.5, 0.25, 1.0, 0.75), False)])],
 }
+
+
+def _zero_based(height, width, bbox):
+  """TFDS stores VOC minima as 1-based pixel indices / size; the pipeline moves them to 0-based."""
+  ymin, xmin, ymax, xmax = bbox
+  return (max(ymin - 1 / height, 0.0), max(xmin - 1 / width, 0.0), ymax, xmax)
 
 
 def _fake_example(height, width, objects, index):
@@ -100,7 +107,8 @@ def _check_against_fakes(batches, fakes, size):
     k = len(objects)
     np.testing.assert_array_equal(merged['box_labels'][i, :k], [o[0] for o in objects])
     np.testing.assert_array_equal(merged['box_labels'][i, k:], -1)
-    np.testing.assert_allclose(merged['boxes'][i, :k], [o[1] for o in objects], atol=1e-6)
+    np.testing.assert_allclose(merged['boxes'][i, :k],
+                               [_zero_based(height, width, o[1]) for o in objects], atol=1e-6)
     np.testing.assert_array_equal(merged['box_difficult'][i, :k], [o[2] for o in objects])
     label = np.zeros(20)
     label[[o[0] for o in objects]] = 1
@@ -190,7 +198,12 @@ def test_real_builder_on_generated_devkit(tmp_path):
                    for o in objects])
            for split, h, w, objects in DEVKIT.values() if split == 'test']
   assert len(batches) == 1
-  _check_against_fakes(batches, tests, 16)
+  merged = _check_against_fakes(batches, tests, 16)
+  # At the metric edge, the XML's 1-based inclusive corners come back as 0-based pixels.
+  for i, (_, h, w, objects) in enumerate(v for v in DEVKIT.values() if v[0] == 'test'):
+    pixels = boxes.normalized_to_pixels(merged['boxes'][i, :len(objects)], h, w)
+    np.testing.assert_array_equal(pixels, [(o[2] - 1, o[3] - 1, o[4] - 1, o[5] - 1)
+                                           for o in objects])
   assert train['image'].shape == (2, 16, 16, 3)
   assert set(train['image_id'].tolist()) <= {0, 1, 2}
 

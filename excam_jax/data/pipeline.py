@@ -54,6 +54,7 @@ class _Source(NamedTuple):
   num_classes: int
   encoded: bool  # Whether raw images are encoded bytes.
   max_boxes: int
+  one_based_boxes: bool = False  # TFDS VOC: ymin/xmin are 1-based pixel indices over H / W.
 
 
 def _parts_args(config):
@@ -76,7 +77,7 @@ def _source(config, split):
   if config.dataset in voc.TARS:
     split = voc.tfds_split(config.dataset, split)
     raw, num = voc.raw_dataset(voc.load_builder(config), split)
-    return _Source(raw, num, len(voc.CLASS_NAMES), True, voc.MAX_BOXES)
+    return _Source(raw, num, len(voc.CLASS_NAMES), True, voc.MAX_BOXES, one_based_boxes=True)
   raise UserError(f"config.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
                   f'not {config.dataset!r}.')
 
@@ -164,6 +165,7 @@ def train_batches(config, *, start_step=0, process_index=0, process_count=1):
     return preprocess.prepare_example(
         example, size=config.image_size, num_classes=source.num_classes,
         max_boxes=source.max_boxes, encoded=source.encoded,
+        one_based_boxes=source.one_based_boxes,
         flip_seed=tf.stack([tf.cast(config.seed, tf.int64), position]))
 
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
@@ -208,7 +210,8 @@ def eval_batches(config, split=None, *, process_index=0, process_count=1):
   def prepare(_, example):
     return preprocess.prepare_example(
         example, size=config.image_size, num_classes=source.num_classes,
-        max_boxes=source.max_boxes, encoded=source.encoded)
+        max_boxes=source.max_boxes, encoded=source.encoded,
+        one_based_boxes=source.one_based_boxes)
 
   real = source.raw.enumerate().filter(lambda p, _: mine(p))
   real = real.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)

@@ -49,6 +49,21 @@ def set_orig_size(example):
   return example
 
 
+def from_one_based_corners(example):
+  """Moves ymin, xmin from 1-based pixel indices to the package's 0-based edges.
+
+  TFDS stores a VOC box as (ymin/H, xmin/W, ymax/H, xmax/W) straight from the XML, whose pixel
+  indices start at 1. In the package's convention (x1, x2 inclusive 0-based pixels) a box is
+  (y1/H, x1/W, (y2+1)/H, (x2+1)/W): the 1-based maxima already equal y2+1, x2+1, while the
+  1-based minima are one pixel too far. Needs orig_size (after decoding).
+  """
+  example = dict(example)
+  size = tf.cast(example['orig_size'], tf.float32)
+  shift = tf.stack([1.0 / size[0], 1.0 / size[1], 0.0, 0.0])
+  example['boxes'] = tf.maximum(tf.cast(example['boxes'], tf.float32) - shift, 0.0)
+  return example
+
+
 def resize(example, size):
   """Resizes the image anisotropically to size x size (bilinear, half-pixel centres), float32 [0, 1].
 
@@ -126,7 +141,8 @@ def pad_boxes(example, max_boxes):
   return example
 
 
-def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed=None):
+def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed=None,
+                    one_based_boxes=False):
   """Full per-example preprocessing to the batch format of `excam_jax.data` (mask included).
 
   Args:
@@ -136,11 +152,15 @@ def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed
     max_boxes: rows of the padded box arrays.
     encoded: whether `image` holds encoded bytes (VOC) or decoded uint8 pixels (parts).
     flip_seed: (2,) int stateless seed for the random horizontal flip; None for evaluation.
+    one_based_boxes: the boxes' minima are 1-based pixel indices (TFDS VOC), see
+      `from_one_based_corners`.
 
   Returns:
     A dict with image, label, ignore, boxes, box_labels, box_difficult, orig_size, image_id, mask.
   """
   example = decode_image(example) if encoded else set_orig_size(example)
+  if one_based_boxes:
+    example = from_one_based_corners(example)
   example = resize(example, size)
   if flip_seed is not None:
     example = random_flip(example, flip_seed)

@@ -102,11 +102,12 @@ def normalized_to_pixels(boxes, height, width):
   boxes = np.asarray(boxes, dtype=np.float64)
   height = np.asarray(height, dtype=np.float64)
   width = np.asarray(width, dtype=np.float64)
-  # The small slack keeps x1 / W * W from falling just below x1 in floating point.
-  x1 = np.floor(boxes[..., 1] * width + 1e-6)
-  y1 = np.floor(boxes[..., 0] * height + 1e-6)
-  x2 = np.ceil(boxes[..., 3] * width - 1e-6) - 1
-  y2 = np.ceil(boxes[..., 2] * height - 1e-6) - 1
+  # Boxes arrive as float32: k / W * W misses k by up to ~3e-5 pixels at VOC sizes. A 1e-3 px
+  # slack absorbs that and is far below any real fractional edge.
+  x1 = np.floor(boxes[..., 1] * width + 1e-3)
+  y1 = np.floor(boxes[..., 0] * height + 1e-3)
+  x2 = np.ceil(boxes[..., 3] * width - 1e-3) - 1
+  y2 = np.ceil(boxes[..., 2] * height - 1e-3) - 1
   x1 = np.clip(x1, 0, width - 1)
   y1 = np.clip(y1, 0, height - 1)
   x2 = np.clip(np.maximum(x2, x1), 0, width - 1)

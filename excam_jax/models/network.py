@@ -118,3 +118,5 @@ def validate_config(config):
   if 'diversity_loss' in config:
     _check(config.diversity_loss in DIVERSITY_LOSSES, 'diversity_loss', config.diversity_loss,
            f'one of {DIVERSITY_LOSSES}')
+    _check(config.diversity_loss == 'none' or m.head != 'cam', 'diversity_loss',
+           config.diversity_loss, "'none' with model.head='cam' (it has no per-class maps)")
