@@ -5,7 +5,7 @@ Command:
 
 A small ResNet-18 (stem width 8, output stride 8: 12x12 maps) trained from scratch on 96-px
 images of the 'main' preset (large bodies shared by all classes, small class-specific parts),
-1,500 steps at batch 32. Hardware: 2 CPU cores, 7 minutes (data generation included).
+1,500 steps at batch 32. Hardware: 2 CPU cores, about 6 minutes (data generation included).
 The evaluation report: python -m excam_jax.evaluate --workdir=runs/synthetic.
 
 This run uses self_drop=False and M = 2: with the literal self_drop=True every map after the
