@@ -65,11 +65,15 @@ def test_trunk_output_feeds_head_with_right_width():
   assert kernel.shape == (1, 1, resnet.num_features(18, 8), 4 * config.model.num_maps)
 
 
-def test_adl_is_identity_at_test_time():
-  config = small_config('adl')
-  model = network.create_model(config.model, num_classes=3)
+def small_model(head):
+  """A tiny network for 3 classes, its variables and a random 64-px batch of 2."""
+  model = network.create_model(small_config(head).model, num_classes=3)
   x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-  variables = model.init(jax.random.key(1), x)
+  return model, model.init(jax.random.key(1), x), x
+
+
+def test_adl_is_identity_at_test_time():
+  model, variables, x = small_model('adl')
   _, aux = model.apply(variables, x)
   np.testing.assert_array_equal(aux['maps'], aux['dropped_maps'])
 
@@ -91,10 +95,7 @@ def test_adl_training_applies_drop_or_importance_map():
 
 
 def test_cam_maps_average_to_logits_minus_bias():
-  config = small_config('cam')
-  model = network.create_model(config.model, num_classes=3)
-  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
-  variables = model.init(jax.random.key(1), x)
+  model, variables, x = small_model('cam')
   logits, aux = model.apply(variables, x)
   bias = variables['params']['head']['classifier']['bias']
   np.testing.assert_allclose(aux['class_maps'].mean(axis=(1, 2)) + bias, logits, rtol=1e-4,
