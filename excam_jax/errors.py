@@ -18,3 +18,9 @@ def exit_with(error):
 
 class ConfigError(UserError, ValueError):
   """An invalid configuration value; the message names the field and the allowed values."""
+
+
+def check_field(ok, field, value, allowed):
+  """Raises ConfigError "config.<field>=<value> is invalid: allowed <allowed>." unless ok."""
+  if not ok:
+    raise ConfigError(f'config.{field}={value!r} is invalid: allowed {allowed}.')

@@ -24,7 +24,7 @@ from excam_jax import checkpoints
 from excam_jax.evaluation import evaluate as evaluation
 from excam_jax import parallel
 from excam_jax import pretrained
-from excam_jax.errors import ConfigError, UserError
+from excam_jax.errors import UserError, check_field
 from excam_jax.models import network
 
 SCHEDULES = ('constant', 'cosine')
@@ -47,38 +47,33 @@ class NonFiniteLoss(UserError):
 # ---------------------------------------------------------------------------------------------
 # Config checks.
 
-def _require(ok, field, value, allowed):
-  if not ok:
-    raise ConfigError(f'config.{field}={value!r} is invalid: allowed {allowed}.')
-
-
 def validate_config(config):
   """Checks the training fields (and the model's, via network.validate_config)."""
   for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
                 'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
     value = config[field]
-    _require(isinstance(value, int) and value >= 1, field, value, 'an int >= 1')
+    check_field(isinstance(value, int) and value >= 1, field, value, 'an int >= 1')
   for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay',
                 'diversity_weight'):
     value = config[field]
-    _require(math.isfinite(value) and value >= 0, field, value, 'a finite float >= 0')
-  _require(0 <= config.momentum < 1, 'momentum', config.momentum, 'a float in [0, 1)')
-  _require(config.schedule in SCHEDULES, 'schedule', config.schedule, f'one of {SCHEDULES}')
-  _require(isinstance(config.warmup_steps, int) and config.warmup_steps >= 0, 'warmup_steps',
-           config.warmup_steps, 'an int >= 0')
+    check_field(math.isfinite(value) and value >= 0, field, value, 'a finite float >= 0')
+  check_field(0 <= config.momentum < 1, 'momentum', config.momentum, 'a float in [0, 1)')
+  check_field(config.schedule in SCHEDULES, 'schedule', config.schedule, f'one of {SCHEDULES}')
+  check_field(isinstance(config.warmup_steps, int) and config.warmup_steps >= 0, 'warmup_steps',
+              config.warmup_steps, 'an int >= 0')
   network.validate_config(config)
   dist = config.distributed
-  _require(isinstance(dist.num_processes, int) and dist.num_processes >= 1,
-           'distributed.num_processes', dist.num_processes, 'an int >= 1')
+  check_field(isinstance(dist.num_processes, int) and dist.num_processes >= 1,
+              'distributed.num_processes', dist.num_processes, 'an int >= 1')
 
 
 def _check_divisible(config):
   """The global batches must split evenly over processes and devices."""
   for field in ('batch_size', 'eval_batch_size'):
-    _require(config[field] % jax.device_count() == 0, field, config[field],
-             f'a multiple of the {jax.device_count()} devices')
-  _require(config.batch_size % jax.process_count() == 0, 'batch_size', config.batch_size,
-           f'a multiple of the {jax.process_count()} processes')
+    check_field(config[field] % jax.device_count() == 0, field, config[field],
+                f'a multiple of the {jax.device_count()} devices')
+  check_field(config.batch_size % jax.process_count() == 0, 'batch_size', config.batch_size,
+              f'a multiple of the {jax.process_count()} processes')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,13 +73,8 @@ class _Truth:
 
 def _pair_iou(pred, truth_boxes, truth_valid):
   """IoU (K, N) of each predicted box (K, 4) with its truth boxes (K, N, 4); -1 where invalid."""
-  pred = pred[:, None, :].astype(np.float64)
-  gt = truth_boxes.astype(np.float64)
-  iw = np.minimum(pred[..., 2], gt[..., 2]) - np.maximum(pred[..., 0], gt[..., 0]) + 1
-  ih = np.minimum(pred[..., 3], gt[..., 3]) - np.maximum(pred[..., 1], gt[..., 1]) + 1
-  inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-  union = metrics.box_area(pred) + metrics.box_area(gt) - inter
-  return np.where(truth_valid, inter / union, -1.0)
+  iou = metrics.broadcast_iou(pred[:, None, :], truth_boxes)
+  return np.where(truth_valid, iou, -1.0)
 
 
 def _best_iou(pred, truth_boxes, truth_valid):

@@ -12,20 +12,25 @@ import numpy as np
 from excam_jax.errors import UserError
 
 
-def box_iou(boxes_a, boxes_b):
-  """Pairwise IoU of inclusive pixel boxes: (A, 4) x (B, 4) -> (A, B).
+def broadcast_iou(boxes_a, boxes_b):
+  """IoU of inclusive pixel boxes whose shapes (..., 4) broadcast against each other.
 
   IoU = |a n b| / (|a| + |b| - |a n b|) with |box| = (x2 - x1 + 1) * (y2 - y1 + 1) and the
   intersection's width max(0, min(x2) - max(x1) + 1) (the same for its height).
   """
+  a = np.asarray(boxes_a, dtype=np.float64)
+  b = np.asarray(boxes_b, dtype=np.float64)
+  iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+  ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+  inter = np.maximum(iw, 0) * np.maximum(ih, 0)
+  return inter / (box_area(a) + box_area(b) - inter)
+
+
+def box_iou(boxes_a, boxes_b):
+  """Pairwise IoU of inclusive pixel boxes: (A, 4) x (B, 4) -> (A, B); see `broadcast_iou`."""
   a = np.asarray(boxes_a, dtype=np.float64).reshape(-1, 4)
   b = np.asarray(boxes_b, dtype=np.float64).reshape(-1, 4)
-  iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]) + 1
-  ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]) + 1
-  inter = np.maximum(iw, 0) * np.maximum(ih, 0)
-  area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-  area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-  return inter / (area_a[:, None] + area_b[None, :] - inter)
+  return broadcast_iou(a[:, None, :], b[None, :, :])
 
 
 def box_area(boxes):
