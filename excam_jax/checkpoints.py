@@ -5,11 +5,16 @@ that an exact resume needs besides the data position, which is the step) and 'co
 config as JSON). <workdir>/config.json holds the config of the latest start, for people to read.
 
 Resuming with a config that changes what the arrays mean (the model, the data, the batch order) is
-refused with a UserError naming the field, before anything in the workdir is written.
+refused with a UserError naming the field, before anything in the workdir is written; so is a
+changed schedule (epochs, learning rates, warm-up) unless the caller allows it. A checkpoint whose
+files are damaged or truncated is set aside (moved to <workdir>/damaged_checkpoints/, never
+deleted) and the one before it is used, with a warning.
 """
 
 import json
+import logging
 import os
+import time
 
 import jax
 import ml_collections
@@ -26,6 +31,12 @@ COMPATIBILITY_FIELDS = ('model', 'dataset', 'train_split', 'image_size', 'parts'
                         'seed', 'shuffle_buffer')
 # Model fields that change only how the arrays are computed, not what they are.
 _COMPUTE_ONLY = ('model.dtype', 'model.remat')
+# Fields that define the learning-rate schedule and the run's length: a resume with other values
+# trains a different run than the one checkpointed, so it needs the caller's explicit consent.
+SCHEDULE_FIELDS = ('num_epochs', 'head_learning_rate', 'trunk_learning_rate', 'schedule',
+                   'warmup_steps', 'momentum', 'weight_decay')
+DAMAGED_DIR = 'damaged_checkpoints'
+_LOG = logging.getLogger(__name__)
 
 
 def config_to_dict(config):
@@ -44,12 +55,12 @@ def _flatten(tree, prefix=''):
   return flat
 
 
-def incompatible_fields(saved, config):
-  """Names of the compatibility fields whose values differ between two configs (as dicts)."""
+def incompatible_fields(saved, config, fields=COMPATIBILITY_FIELDS):
+  """The `fields` whose values differ between two configs (as dicts), with both values."""
   old, new = _flatten(saved), _flatten(config)
   differ = []
   for name in sorted(set(old) | set(new)):
-    if name.split('.')[0] not in COMPATIBILITY_FIELDS or name in _COMPUTE_ONLY:
+    if name.split('.')[0] not in fields or name in _COMPUTE_ONLY:
       continue
     if old.get(name, '<absent>') != new.get(name, '<absent>'):
       differ.append(f'{name} ({old.get(name, "<absent>")!r} in the checkpoint, '
@@ -57,9 +68,19 @@ def incompatible_fields(saved, config):
   return differ
 
 
+def _first_line(err, limit=160):
+  """A short reason for an exception (Orbax and TensorStore put dumps in their messages)."""
+  for cause in (err, err.__cause__, err.__context__):
+    if isinstance(cause, OSError) and cause.strerror:
+      return f'{cause.strerror}: {cause.filename}' if cause.filename else cause.strerror
+  text = ' '.join(str(err).split()) or type(err).__name__
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
 def _unreadable(directory, step, err):
-  return UserError(f'checkpoint step {step} in {directory} is unreadable or truncated ({err}); '
-                   'delete that step folder to resume from an earlier one, or use a new workdir.')
+  return UserError(f'checkpoint step {step} in {directory} is unreadable or truncated '
+                   f'({_first_line(err)}); move that step folder away to resume from an earlier '
+                   'one, or use a new workdir.')
 
 
 class Checkpoints:
@@ -84,6 +105,17 @@ class Checkpoints:
       raise UserError(f'cannot create checkpoints in {self.directory} ({err}); '
                       'choose a writable --workdir.') from err
 
+  def check_writable(self):
+    """Raises UserError now, rather than in a background save, if checkpoints can't be written."""
+    probe = os.path.join(self.directory, f'.write_test.{jax.process_index()}.{os.getpid()}')
+    try:
+      with open(probe, 'w') as f:
+        f.write('ok')
+      os.remove(probe)
+    except OSError as err:
+      raise UserError(f'cannot write checkpoints in {self.directory} ({err.strerror}); fix its '
+                      'permissions or choose another --workdir.') from err
+
   def latest_step(self):
     """The last completed step, or None (unfinished saves of a killed run are ignored)."""
     return self.manager.latest_step()
@@ -97,20 +129,93 @@ class Checkpoints:
       raise _unreadable(self.directory, step, err) from err
     return restored['config']
 
-  def check_compatible(self, config):
-    """Raises UserError when the latest checkpoint was trained with an incompatible config."""
-    if self.latest_step() is None:
+  def check_compatible(self, config, step=None, allow_schedule_change=False):
+    """Raises UserError when a checkpoint (the latest by default) has an incompatible config.
+
+    A changed schedule (SCHEDULE_FIELDS) is refused too, unless `allow_schedule_change`: then
+    it is logged as a warning.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
       return
-    differ = incompatible_fields(self.saved_config(), config_to_dict(config))
+    saved, new = self.saved_config(step), config_to_dict(config)
+    differ = incompatible_fields(saved, new)
     if differ:
       raise UserError(f'the checkpoint in {self.directory} was made with another config: '
                       f'{"; ".join(differ)}; use a new --workdir or the original values.')
+    changed = incompatible_fields(saved, new, SCHEDULE_FIELDS)
+    if changed and not allow_schedule_change:
+      raise UserError(f'the checkpoint in {self.directory} was trained with another schedule: '
+                      f'{"; ".join(changed)}; use the original values, a new --workdir, or '
+                      '--allow_schedule_change to resume with the new one.')
+    if changed:
+      _LOG.warning('warning: resuming step %d with a changed schedule (--allow_schedule_change): '
+                   '%s.', step, '; '.join(changed))
+
+  def set_aside(self, step):
+    """Moves a damaged step folder to <workdir>/damaged_checkpoints/ (nothing is deleted)."""
+    source = os.path.join(self.directory, str(step))
+    target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
+    os.makedirs(target_dir, exist_ok=True)
+    target = os.path.join(target_dir, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
+    os.rename(source, target)
+    self.manager.reload()
+    return target
+
+  def restore_latest(self, abstract_state, check=None):
+    """The newest checkpoint that reads back whole, as (state, step); (None, None) if none.
+
+    A damaged or truncated one is set aside with a warning and the one before it is tried; when
+    no earlier checkpoint is left, the UserError names the damaged folder. `check(step)` runs
+    before each restore (e.g. the config compatibility check) and its errors pass through.
+    """
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    for i, step in enumerate(steps):
+      if check is not None:
+        try:
+          check(step)
+        except UserError as err:
+          if 'unreadable' not in str(err) or i + 1 == len(steps):
+            raise
+          self._fall_back(step, err)
+          continue
+      try:
+        return self.restore_state(step, abstract_state), step
+      except UserError as err:
+        if i + 1 == len(steps):
+          raise UserError(f'{err} No earlier checkpoint is left.') from err
+        self._fall_back(step, err)
+    return None, None
+
+  def _fall_back(self, step, err):
+    moved = self.set_aside(step)
+    _LOG.warning('warning: %s It was moved to %s; resuming from the checkpoint before it.',
+                 str(err).split(';')[0] + '.', moved)
 
   def save(self, step, state, config):
-    """Saves `state` (a pytree of arrays) at `step`, with the config beside it."""
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeSave(state),
-        config=ocp.args.JsonSave(config_to_dict(config))))
+    """Saves `state` (a pytree of arrays) at `step`, with the config beside it.
+
+    Raises:
+      UserError: this or an earlier (background) save could not be written (a full disk,
+        permissions); the last completed checkpoint stays intact.
+    """
+    try:
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.PyTreeSave(state),
+          config=ocp.args.JsonSave(config_to_dict(config))))
+    except Exception as err:  # pylint: disable=broad-except  # Orbax wraps I/O errors freely.
+      raise self._write_error(step, err) from err
+
+  def _write_error(self, step, err):
+    try:
+      last = self.manager.latest_step()
+    except Exception:  # pylint: disable=broad-except
+      last = None
+    kept = f'the last completed checkpoint (step {last}) is intact' if last is not None else (
+        'no checkpoint was completed')
+    return UserError(f'cannot write checkpoint step {step} in {self.directory} '
+                     f'({_first_line(err)}); {kept}; free disk space or fix permissions, then run '
+                     'the same command to resume.')
 
   def restore_state(self, step, abstract_state):
     """Restores the state saved at `step` into the structure and shardings of `abstract_state`."""
@@ -134,13 +239,22 @@ class Checkpoints:
       raise _unreadable(self.directory, step, err) from err
     return restored['state']
 
-  def wait(self):
-    """Blocks until pending background saves are on disk."""
-    self.manager.wait_until_finished()
+  def wait(self, step=None):
+    """Blocks until pending background saves are on disk; a failed one is a UserError."""
+    try:
+      self.manager.wait_until_finished()
+    except Exception as err:  # pylint: disable=broad-except
+      raise self._write_error(step if step is not None else 'in progress', err) from err
 
   def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+    """Waits for pending saves and closes; a failed save is a UserError."""
+    try:
+      self.wait()
+    finally:
+      try:
+        self.manager.close()
+      except Exception:  # pylint: disable=broad-except  # Already reported by wait().
+        pass
 
 
 def write_config(workdir, config):
@@ -172,11 +286,19 @@ def restore(workdir, step=None):
     if not steps:
       raise UserError(f'no completed checkpoint in {directory}; train longer or use another '
                       'workdir.')
-    step = max(steps) if step is None else step
-    if step not in steps:
+    if step is not None and step not in steps:
       raise UserError(f'no checkpoint at step {step} in {directory}; available: {sorted(steps)}.')
-    config = ml_collections.ConfigDict(ckpt.saved_config(step))
-    state = ckpt.restore_numpy(step)
+    candidates = [step] if step is not None else sorted(steps, reverse=True)
+    for i, candidate in enumerate(candidates):
+      try:
+        config = ml_collections.ConfigDict(ckpt.saved_config(candidate))
+        state = ckpt.restore_numpy(candidate)
+        break
+      except UserError as err:
+        if i + 1 == len(candidates):
+          raise
+        _LOG.warning('warning: %s; using step %d instead.', str(err).split(';')[0],
+                     candidates[i + 1])
   finally:
     ckpt.close()
-  return config, {'params': state['params'], 'batch_stats': state['batch_stats']}, step
+  return config, {'params': state['params'], 'batch_stats': state['batch_stats']}, candidate

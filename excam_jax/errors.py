@@ -24,3 +24,11 @@ def check_field(ok, field, value, allowed):
   """Raises ConfigError "config.<field>=<value> is invalid: allowed <allowed>." unless ok."""
   if not ok:
     raise ConfigError(f'config.{field}={value!r} is invalid: allowed {allowed}.')
+
+
+class Stopped(Exception):
+  """A run stopped by a signal after saving its state; the message says how to resume."""
+
+  def __init__(self, message, exit_code):
+    super().__init__(message)
+    self.exit_code = exit_code

@@ -7,14 +7,15 @@ on the global batch exactly as one device would.
 
 import collections
 import itertools
+import logging
 
 import jax
 import numpy as np
-from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from excam_jax.errors import ConfigError, UserError
 
+_LOG = logging.getLogger(__name__)
 DATA_AXIS = 'data'
 
 
@@ -39,8 +40,8 @@ def initialize(config):
     raise UserError(f'jax.distributed.initialize failed ({err}); check '
                     'config.distributed.coordinator_address and that every process started.'
                     ) from err
-  logging.info('Process %d of %d, %d local of %d devices.', jax.process_index(),
-               jax.process_count(), jax.local_device_count(), jax.device_count())
+  _LOG.info('Process %d of %d, %d local of %d devices.', jax.process_index(),
+            jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 def data_mesh():

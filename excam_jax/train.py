@@ -6,9 +6,12 @@ the state donated. The loop syncs with the host only at log, eval and checkpoint
 """
 
 import functools
+import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -18,16 +21,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from absl import logging
 
 from excam_jax import checkpoints
+from excam_jax import config_checks
 from excam_jax.evaluation import evaluate as evaluation
 from excam_jax import parallel
 from excam_jax import pretrained
-from excam_jax.errors import UserError, check_field
+from excam_jax import summary
+from excam_jax import workdir_lock
+from excam_jax.errors import Stopped, UserError, check_field
 from excam_jax.models import network
 
-SCHEDULES = ('constant', 'cosine')
+_LOG = logging.getLogger(__name__)
+
 TRAIN_KEYS = ('image', 'label', 'mask')
 
 
@@ -41,31 +47,12 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 class NonFiniteLoss(UserError):
-  """The loss became NaN or infinite; training stopped with the last good checkpoint kept."""
+  """The loss, the gradients or the parameters became NaN or infinite; training stopped with
+  the last good checkpoint kept."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Config checks.
-
-def validate_config(config):
-  """Checks the training fields (and the model's, via network.validate_config)."""
-  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
-                'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
-    value = config[field]
-    check_field(isinstance(value, int) and value >= 1, field, value, 'an int >= 1')
-  for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay',
-                'diversity_weight'):
-    value = config[field]
-    check_field(math.isfinite(value) and value >= 0, field, value, 'a finite float >= 0')
-  check_field(0 <= config.momentum < 1, 'momentum', config.momentum, 'a float in [0, 1)')
-  check_field(config.schedule in SCHEDULES, 'schedule', config.schedule, f'one of {SCHEDULES}')
-  check_field(isinstance(config.warmup_steps, int) and config.warmup_steps >= 0, 'warmup_steps',
-              config.warmup_steps, 'an int >= 0')
-  network.validate_config(config)
-  dist = config.distributed
-  check_field(isinstance(dist.num_processes, int) and dist.num_processes >= 1,
-              'distributed.num_processes', dist.num_processes, 'an int >= 1')
-
 
 def _check_divisible(config):
   """The global batches must split evenly over processes and devices."""
@@ -120,7 +107,8 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
   """One SGD step on a (global) batch: BCE (+ diversity) loss, BatchNorm statistics updated.
 
   Returns:
-    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss').
+    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss'), the
+    gradients' and the updated parameters' global norms 'grad_norm' and 'param_norm'.
   """
   rng = jax.random.fold_in(state.rng, state.step)
 
@@ -141,6 +129,9 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
   grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  # Checked on the host before any checkpoint: a NaN state must never be saved as good.
+  metrics['grad_norm'] = optax.global_norm(grads)
+  metrics['param_norm'] = optax.global_norm(params)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   return new_state, metrics
@@ -217,21 +208,31 @@ def _compile_once(fn, out_shardings, *args, **kwargs):
   return lowered.compile(compiler_options=options)(*args, **kwargs)
 
 
-def initial_state(config, model, tx, ckpt, replicated):
-  """The state to start from, and where it came from ('checkpoint N', 'pretrained', 'scratch')."""
+def initial_state(config, model, tx, ckpt, replicated, allow_schedule_change=False):
+  """The state to start from, and where it came from ('checkpoint N', 'pretrained', 'scratch').
+
+  The newest checkpoint that reads back whole is used (a damaged one is set aside, see
+  Checkpoints.restore_latest), after its config passed the compatibility check.
+  """
   rng = jax.random.PRNGKey(config.seed)
   create = functools.partial(create_state, model=model, tx=tx, image_size=config.image_size)
-  step = ckpt.latest_step()
-  if step is not None:
+  if ckpt.latest_step() is not None:
     abstract = jax.eval_shape(create, rng)
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), abstract)
-    return ckpt.restore_state(step, abstract), f'checkpoint at step {step}'
+    check = functools.partial(_check_resume, ckpt, config, allow_schedule_change)
+    state, step = ckpt.restore_latest(abstract, check=check)
+    if state is not None:
+      return state, f'checkpoint at step {step}'
   if config.pretrained:
     trunk = _load_pretrained(config, model, config.image_size)
     state = _compile_once(create, replicated, rng, trunk_variables=trunk)
     return state, f'pretrained weights {config.pretrained}'
   return _compile_once(create, replicated, rng), 'scratch'
+
+
+def _check_resume(ckpt, config, allow_schedule_change, step):
+  ckpt.check_compatible(config, step, allow_schedule_change=allow_schedule_change)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,6 +258,11 @@ def evaluate(config, state, info, eval_fn, sharding, pipeline):
 # ---------------------------------------------------------------------------------------------
 # The loop.
 
+def checkpoint_dir(workdir):
+  """Where a run's checkpoints are: <workdir>/checkpoints."""
+  return os.path.join(os.path.abspath(workdir), checkpoints.CHECKPOINT_DIR)
+
+
 def _prepare_workdir(workdir):
   try:
     os.makedirs(workdir, exist_ok=True)
@@ -271,12 +277,11 @@ def _prepare_workdir(workdir):
 
 
 class _Logger:
-  """Host-side metric windows, the progress bar, TensorBoard and absl logs (process 0 writes)."""
+  """Host-side metric windows, the progress bar, TensorBoard and log lines (process 0 writes)."""
 
   def __init__(self, workdir, start, total, global_batch, schedules):
-    from flax.metrics import tensorboard  # pylint: disable=g-import-not-at-top  # TensorFlow.
     self.main = jax.process_index() == 0
-    self.writer = tensorboard.SummaryWriter(workdir) if self.main else None
+    self.writer = summary.ScalarWriter(workdir) if self.main else None
     # Redraw often on a terminal, rarely into a log file.
     self.bar = tqdm.tqdm(total=total, initial=start, desc='train', unit='step',
                          disable=not self.main, dynamic_ncols=True,
@@ -290,17 +295,23 @@ class _Logger:
     self.bar.update(1)
 
   def flush(self, step, ckpt):
-    """Averages the window (the one host sync of a log step); stops on a non-finite loss."""
+    """Averages the window (the one host sync of a log step); stops on a non-finite value.
+
+    Every step's loss, gradient norm and parameter norm are checked, so no checkpoint is
+    written after a step that produced NaN or infinite parameters.
+    """
     if not self.window:
       return
-    means = {k: float(np.mean(v)) for k, v in jax.device_get(
-        {k: [m[k] for m in self.window] for k in self.window[0]}).items()}
-    if not all(math.isfinite(v) for v in means.values()):
+    values = jax.device_get({k: [m[k] for m in self.window] for k in self.window[0]})
+    bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
+    means = {k: float(np.mean(v)) for k, v in values.items()}
+    if bad:
       last = ckpt.latest_step()
-      kept = f'the last good checkpoint (step {last}) is kept' if last else 'no checkpoint saved'
-      raise NonFiniteLoss(f'the loss became non-finite between steps {self.window_start + 1} '
-                          f'and {step} ({means}); training stopped and {kept}; lower the '
-                          'learning rates or check the data.')
+      kept = (f'the last good checkpoint (step {last}) is kept' if last is not None
+              else 'no checkpoint saved')
+      raise NonFiniteLoss(f'the {", ".join(bad)} became non-finite between steps '
+                          f'{self.window_start + 1} and {step}; training stopped and {kept}; '
+                          'lower the learning rates or check the data.')
     now = time.perf_counter()
     means['images_per_second'] = (step - self.window_start) * self.global_batch / (now - self.clock)
     for group, schedule in self.schedules.items():
@@ -310,7 +321,7 @@ class _Logger:
     if self.main:
       self.bar.set_postfix(loss=f'{means["loss"]:.4f}', lr=f'{means["learning_rate_head"]:.3g}',
                            img_s=f'{means["images_per_second"]:.1f}')
-      logging.info('step %d: %s', step, ', '.join(f'{k}={v:.5g}' for k, v in means.items()))
+      _LOG.info('step %d: %s', step, ', '.join(f'{k}={v:.5g}' for k, v in means.items()))
       for key, value in means.items():
         self.writer.scalar(f'train/{key}', value, step)
 
@@ -318,8 +329,7 @@ class _Logger:
     scalars = {k: float(v) for k, v in result.items() if np.isscalar(v)}
     self.eval_history.append((step, scalars))
     if self.main:
-      logging.info('eval at step %d: %s', step,
-                   ', '.join(f'{k}={v:.4f}' for k, v in scalars.items()))
+      _LOG.info('eval at step %d: %s', step, ', '.join(f'{k}={v:.4f}' for k, v in scalars.items()))
       for key, value in scalars.items():
         self.writer.scalar(f'eval/{key}', value, step)
       self.writer.flush()
@@ -331,65 +341,131 @@ class _Logger:
       self.writer.close()
 
 
-def train_and_evaluate(config, workdir):
+class _StopRequests:
+  """SIGINT and SIGTERM ask the loop to stop after the current step (a second SIGINT aborts).
+
+  Installed only in the main thread (signal handlers can live nowhere else).
+  """
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signum = signum
+    _LOG.warning('%s received: stopping after this step and saving a checkpoint '
+                 '(Ctrl-C again aborts).', signal.Signals(signum).name)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for signum in (signal.SIGINT, signal.SIGTERM):
+        self._previous[signum] = signal.signal(signum, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+
+
+def train_and_evaluate(config, workdir, allow_schedule_change=False):
   """Trains and evaluates as `config` says, checkpointing and logging in `workdir`.
 
-  Resumes from the latest checkpoint in workdir if there is one, else starts from
-  config.pretrained (ImageNet trunk) if set, else from scratch.
+  Resumes from the latest readable checkpoint in workdir if there is one, else starts from
+  config.pretrained (ImageNet trunk) if set, else from scratch. One run holds a workdir at a
+  time (<workdir>/.lock). SIGINT or SIGTERM saves the current step and raises errors.Stopped.
+
+  Args:
+    config: the experiment config.
+    workdir: the run's directory.
+    allow_schedule_change: resume even if the schedule fields (checkpoints.SCHEDULE_FIELDS)
+      differ from the checkpoint's config; the change is logged.
 
   Returns:
     {'source': where it started, 'train': [(step, metrics)], 'eval': [(step, metrics)],
      'final_step': int}.
   """
-  validate_config(config)
+  config_checks.validate(config)
   parallel.initialize(config)
   _check_divisible(config)
   _prepare_workdir(workdir)
-  # Imported here: TensorFlow (behind tf.data) takes seconds to load, and the checks above
-  # should answer at once.
-  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  info = pipeline.dataset_info(config)
-  steps_per_epoch = math.ceil(info.num_train / config.batch_size)
-  total_steps = config.num_epochs * steps_per_epoch
-  ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.keep_checkpoints)
-  try:
-    ckpt.check_compatible(config)  # Before anything is written.
-    return _train(config, workdir, info, total_steps, pipeline, ckpt)
-  finally:
-    ckpt.close()
-
-
-def _train(config, workdir, info, total_steps, pipeline, ckpt):
-  """The loop of train_and_evaluate, after the checks."""
+  lock = workdir_lock.WorkdirLock(workdir)
   if jax.process_index() == 0:
-    checkpoints.write_config(workdir, config)
+    lock.acquire()
+  try:
+    # Imported here: the checks above should answer at once (VOC loads TensorFlow).
+    from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    info = pipeline.dataset_info(config)
+    steps_per_epoch = math.ceil(info.num_train / config.batch_size)
+    total_steps = config.num_epochs * steps_per_epoch
+    ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.keep_checkpoints)
+    try:
+      ckpt.check_writable()  # Before anything is written.
+      with _StopRequests() as stop:
+        return _train(config, workdir, info, total_steps, pipeline, ckpt, stop,
+                      allow_schedule_change)
+    finally:
+      ckpt.close()
+  finally:
+    lock.release()
+
+
+def _stopped(stop, step, ckpt, state, config, saved_step, log):
+  """Saves the current step (unless just saved) and raises Stopped for the signal received."""
+  log.flush(step, ckpt)  # The finiteness check of the steps since the last log.
+  if step > 0 and saved_step != step:
+    ckpt.save(step, state, config)
+  ckpt.wait(step)
+  name = signal.Signals(stop.signum).name
+  what = f'checkpoint of step {step} saved in {ckpt.directory}' if step > 0 else (
+      'nothing trained yet, nothing to save')
+  raise Stopped(f'{name} at step {step}: {what}; run the same command to resume.',
+                128 + stop.signum)
+
+
+def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_schedule_change):
+  """The loop of train_and_evaluate, after the checks."""
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   model = network.create_model(config.model, info.num_classes)
   tx, schedules = create_optimizer(config, total_steps)
-  state, source = initial_state(config, model, tx, ckpt, replicated)
+  state, source = initial_state(config, model, tx, ckpt, replicated, allow_schedule_change)
   start = int(state.step)
-  logging.info('Starting from %s: step %d of %d (%d examples, %d classes, %d devices).', source,
-               start, total_steps, info.num_train, info.num_classes, jax.device_count())
+  if start > total_steps:
+    raise UserError(f'the checkpoint at step {start} is past the last step {total_steps} of this '
+                    'config; raise config.num_epochs or use another --workdir.')
+  if jax.process_index() == 0:
+    checkpoints.write_config(workdir, config)
+  _LOG.info('Starting from %s: step %d of %d (%d examples, %d classes, %d devices).', source,
+            start, total_steps, info.num_train, info.num_classes, jax.device_count())
   step_fn = make_train_step(config, model, tx, mesh)
   eval_fn = make_eval_step(model, mesh)
   batches = parallel.prefetch(
       pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
                              process_count=jax.process_count()), sharded, TRAIN_KEYS)
   log = _Logger(workdir, start, total_steps, config.batch_size, schedules)
+  saved_step = start
   try:
     for step in range(start + 1, total_steps + 1):
+      if stop.signum:
+        _stopped(stop, step - 1, ckpt, state, config, saved_step, log)
       state, metrics = step_fn(state, next(batches))
       log.step(metrics)
       do_eval = step % config.eval_every_steps == 0 or step == total_steps
       do_save = step % config.checkpoint_every_steps == 0 or step == total_steps
-      if step % config.log_every_steps == 0 or do_eval or do_save:
+      if step % config.log_every_steps == 0 or do_eval or do_save or stop.signum:
         log.flush(step, ckpt)  # Also guards checkpoints against a non-finite state.
       if do_save:
         ckpt.save(step, state, config)
+        saved_step = step
       if do_eval:
         log.eval_result(step, evaluate(config, state, info, eval_fn, sharded, pipeline))
+    if stop.signum and total_steps > start:
+      _stopped(stop, total_steps, ckpt, state, config, saved_step, log)
   finally:
     log.close()
+  ckpt.wait(total_steps)
   return {'source': source, 'train': log.train_history, 'eval': log.eval_history,
           'final_step': total_steps}

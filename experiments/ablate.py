@@ -20,48 +20,52 @@ import json
 import os
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from excam_jax import train  # pylint: disable=g-import-not-at-top
-from excam_jax.errors import UserError, exit_with  # pylint: disable=g-import-not-at-top
 from excam_jax import ablation  # pylint: disable=g-import-not-at-top
+from excam_jax import cli  # pylint: disable=g-import-not-at-top
+from excam_jax import config_checks  # pylint: disable=g-import-not-at-top
+from excam_jax.errors import UserError  # pylint: disable=g-import-not-at-top
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base configuration file.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per variant.')
 _GRID = flags.DEFINE_enum('grid', 'methods', ['methods', 'num_maps', 'threshold'], 'Variants.')
 _ONLY = flags.DEFINE_list('only', [], 'Run only these variant names.')
 
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise UserError(f'unexpected arguments {argv[1:]}; use --config, --workdir and --grid.')
   if _CONFIG.value is None or not _WORKDIR.value:
-    exit_with(UserError('both --config=configs/<name>.py and --workdir=DIR are required.'))
+    raise UserError('both --config=configs/<name>.py and --workdir=DIR are required.')
   variants = ablation.GRIDS[_GRID.value]
   unknown = set(_ONLY.value) - set(variants)
   if unknown:
-    exit_with(UserError(f'unknown variants {sorted(unknown)}; choose from {sorted(variants)}.'))
+    raise UserError(f'unknown variants {sorted(unknown)}; choose from {sorted(variants)}.')
+  chosen = {name: overrides for name, overrides in variants.items()
+            if not _ONLY.value or name in _ONLY.value}
+  configs = {name: ablation.variant_config(_CONFIG.value, overrides)
+             for name, overrides in chosen.items()}
+  for config in configs.values():  # Every variant checked before the first one trains.
+    config_checks.validate(config)
+  from excam_jax import train  # pylint: disable=g-import-not-at-top  # JAX.
   results = {}
-  try:
-    for name, overrides in variants.items():
-      if _ONLY.value and name not in _ONLY.value:
-        continue
-      print(f'== {name}: {overrides}', flush=True)
-      config = ablation.variant_config(_CONFIG.value, overrides)
-      run_dir = os.path.join(_WORKDIR.value, name)
-      train.train_and_evaluate(config, run_dir)  # Resumes, or does nothing, if trained.
-      results[name] = ablation.final_metrics(run_dir)
-  except UserError as err:
-    exit_with(err)
+  for name, config in configs.items():
+    cli.LOGGER.info('== %s: %s', name, chosen[name])
+    run_dir = os.path.join(_WORKDIR.value, name)
+    train.train_and_evaluate(config, run_dir)  # Resumes, or does nothing, if trained.
+    results[name] = ablation.final_metrics(run_dir)
   with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
     json.dump(results, f, indent=1)
   table = ablation.results_table(results, _GRID.value)
   with open(os.path.join(_WORKDIR.value, 'results.md'), 'w') as f:
     f.write(table)
   print(table)
+  print(f'wrote {os.path.join(_WORKDIR.value, "results.md")} and results.json')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, flags_parser=cli.parse_config_flags)

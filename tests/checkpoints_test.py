@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 
 from configs import tiny
 from excam_jax import checkpoints
+from excam_jax import workdir_lock
 from excam_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,7 +164,8 @@ def _main(args, env, timeout=300):
 def _snapshot(directory):
   return sorted((os.path.relpath(os.path.join(root, f), directory),
                  os.stat(os.path.join(root, f)).st_mtime_ns, os.stat(os.path.join(root, f)).st_size)
-                for root, _, files in os.walk(directory) for f in files)
+                for root, _, files in os.walk(directory) for f in files
+                if f != workdir_lock.LOCK_FILE)  # The lock is bookkeeping, not the run's data.
 
 
 @pytest.fixture(scope='module')

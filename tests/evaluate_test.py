@@ -3,12 +3,11 @@
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+import cli_util
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes
 from excam_jax.evaluation import evaluate
@@ -174,11 +173,8 @@ def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
 
 
 def test_command_reports_a_missing_checkpoint(tmp_path):
-  proc = subprocess.run([sys.executable, '-m', 'excam_jax.evaluate', f'--workdir={tmp_path}'],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300,
-                        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
-  assert proc.returncode == 1
-  assert proc.stderr.strip().count('\n') == 0 and 'no checkpoints' in proc.stderr
+  code, _, lines = cli_util.run_command('excam_jax.evaluate', f'--workdir={tmp_path}')
+  cli_util.assert_one_error_line(code, lines, 'no checkpoints')
 
 
 def test_load_compare(tmp_path):

@@ -9,6 +9,7 @@ from configs import synthetic
 from configs import tiny
 from configs import voc07
 from configs import voc12
+from excam_jax import config_checks
 from excam_jax.errors import ConfigError
 from excam_jax.models import network
 from excam_jax.models import resnet
@@ -130,7 +131,7 @@ def test_diversity_loss_literal():
 @pytest.mark.parametrize('module', [voc12, voc07, synthetic, tiny])
 def test_shipped_configs_are_valid(module):
   config = module.get_config()
-  network.validate_config(config)
+  config_checks.validate_model(config)
   assert config.model.num_maps >= 1
 
 
@@ -154,22 +155,22 @@ def test_invalid_values_name_the_field(field, value):
   section, _, name = field.rpartition('.')
   (config.model if section else config)[name] = value
   with pytest.raises(ConfigError, match=f'config.{field}='):
-    network.validate_config(config)
+    config_checks.validate_model(config)
 
 
 def test_diversity_loss_needs_per_class_maps():
   config = voc12.get_config()
   config.diversity_loss = 'cosine'
-  network.validate_config(config)
+  config_checks.validate_model(config)
   config.model.head = 'cam'
   with pytest.raises(ConfigError, match="config.diversity_loss='cosine'.*model.head='cam'"):
-    network.validate_config(config)
+    config_checks.validate_model(config)
 
 
 def test_kmax_count_limit_follows_map_size():
   config = voc12.get_config()
   config.model.kmax = 49
-  network.validate_config(config)
+  config_checks.validate_model(config)
   config.image_size = 448  # 14 x 14 = 196 cells.
   config.model.kmax = 196
-  network.validate_config(config)
+  config_checks.validate_model(config)

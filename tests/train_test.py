@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
+from excam_jax import config_checks
 from excam_jax import parallel
 from excam_jax import train
 from excam_jax.errors import ConfigError, UserError
@@ -179,16 +180,16 @@ class TestConfigChecks:
     config = tiny.get_config()
     config[field] = value
     with pytest.raises(ConfigError, match=message):
-      train.validate_config(config)
+      config_checks.validate(config)
 
   def test_bad_model_field(self):
     config = tiny.get_config()
     config.model.head = 'gradcam'
     with pytest.raises(ConfigError, match=r'config\.model\.head'):
-      train.validate_config(config)
+      config_checks.validate(config)
 
   def test_tiny_config_is_valid(self):
-    train.validate_config(tiny.get_config())
+    config_checks.validate(tiny.get_config())
 
 
 class _FakeCheckpoints:

@@ -2,8 +2,6 @@
 
 import io
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -14,6 +12,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download import checksums
 
 from configs import voc07
+import cli_util
 from excam_jax.data import pipeline
 from excam_jax.data import voc
 from excam_jax.evaluation import boxes
@@ -223,15 +222,13 @@ def test_missing_data_message_names_the_tars(tmp_path):
 
 
 def test_prepare_command_exits_with_one_line(tmp_path):
-  env = dict(os.environ, CUDA_VISIBLE_DEVICES='')
-  result = subprocess.run(
-      [sys.executable, '-m', 'excam_jax.data.prepare', '--dataset=voc/2012',
-       f'--manual_dir={tmp_path}', f'--data_dir={tmp_path / "tfds"}'],
-      capture_output=True, text=True, env=env, timeout=120, check=False)
-  assert result.returncode == 1
-  assert result.stderr.strip().splitlines() == [voc.missing_data_message(
-      'voc/2012', str(tmp_path)).join(['error: ', ''])]
-  assert 'VOCtrainval_11-May-2012.tar and VOC2012test.tar' in result.stderr
+  code, _, lines = cli_util.run_command(
+      'excam_jax.data.prepare', '--dataset=voc/2012', f'--manual_dir={tmp_path}',
+      f'--data_dir={tmp_path / "tfds"}', env=cli_util.command_env(CUDA_VISIBLE_DEVICES=''),
+      timeout=120)
+  assert code == 1
+  assert lines == [voc.missing_data_message('voc/2012', str(tmp_path)).join(['error: ', ''])]
+  assert 'VOCtrainval_11-May-2012.tar and VOC2012test.tar' in lines[0]
 
 
 def _fake_tars(tmp_path, size_of):

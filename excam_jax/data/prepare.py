@@ -10,16 +10,12 @@ no preparation: it is generated in memory when a run starts.
 
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads: no C++ banners.
-
-from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
-from absl import logging
 import ml_collections
-import tensorflow_datasets as tfds
 
-from excam_jax.data import voc
-from excam_jax.errors import UserError, exit_with
+from excam_jax import cli
+from excam_jax.data import voc_info
+from excam_jax.errors import UserError
 
 _DATASET = flags.DEFINE_string('dataset', 'voc/2012', "'voc/2007', 'voc/2012' or 'parts'.")
 _MANUAL_DIR = flags.DEFINE_string(
@@ -27,17 +23,38 @@ _MANUAL_DIR = flags.DEFINE_string(
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir; default ~/tensorflow_datasets.')
 
 
+def _check_paths(data_dir, manual_dir):
+  """The data dir must be writable (or creatable) and the manual dir a folder, if given."""
+  if manual_dir and not os.path.isdir(manual_dir):
+    raise UserError(f'--manual_dir={manual_dir} is not a folder; pass the folder that holds '
+                    'the VOC tars.')
+  if not data_dir:
+    return
+  existing = data_dir
+  while existing and not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if existing and (not os.path.isdir(existing) or not os.access(existing, os.W_OK)):
+    raise UserError(f'--data_dir={data_dir} cannot be written ({existing} is '
+                    f'{"not a folder" if not os.path.isdir(existing) else "read-only"}); pass '
+                    'a writable --data_dir.')
+
+
 def prepare(dataset, data_dir='', manual_dir=''):
   """Prepares `dataset` into the TFDS data dir and prints where it went and the split sizes.
 
   Raises:
-    UserError: for an unknown data set, missing tars or tars that are not the genuine ones.
+    UserError: for an unknown data set, a bad folder, missing tars or tars that are not the
+      genuine ones.
   """
   if dataset == 'parts':
     print('parts is generated in memory when a run starts: nothing to prepare.')
     return
-  if dataset not in voc.TARS:
+  if dataset not in voc_info.TARS:
     raise UserError(f"--dataset must be 'voc/2007', 'voc/2012' or 'parts', not {dataset!r}.")
+  _check_paths(data_dir, manual_dir)
+  cli.import_tensorflow()  # Quietly, before voc imports it.
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from excam_jax.data import voc  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(
       {'dataset': dataset, 'data_dir': data_dir, 'manual_dir': manual_dir})
   builder = tfds.builder(dataset, data_dir=data_dir or None)
@@ -49,20 +66,16 @@ def prepare(dataset, data_dir='', manual_dir=''):
     print(f'Preparing {dataset} from the tars in {directory} (extraction takes minutes).')
     tfds.enable_progress_bar()
     voc.prepare(builder, directory)
-    print(f'{dataset} is prepared in {builder.data_dir}.')
+    print(f'wrote {dataset} to {builder.data_dir}.')
   for name, split in builder.info.splits.items():
     print(f'  {name}: {split.num_examples} images')
 
 
 def main(argv):
   if len(argv) > 1:
-    exit_with(UserError(f'Unexpected arguments {argv[1:]}: use --dataset and --manual_dir.'))
-  logging.set_verbosity(logging.ERROR)  # TFDS warnings would bury the one-line error.
-  try:
-    prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
-  except UserError as error:
-    exit_with(error)
+    raise UserError(f'unexpected arguments {argv[1:]}; use --dataset and --manual_dir.')
+  prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

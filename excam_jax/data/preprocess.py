@@ -9,28 +9,12 @@ An example entering these functions holds:
 Normalised boxes do not change under an anisotropic resize, so only the flip touches them.
 """
 
-import numpy as np
 import tensorflow as tf
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from excam_jax.data import image_ops
 
-
-def normalize(image01):
-  """Maps an RGB image in [0, 1] to ImageNet-normalised values: (x - mean) / std per channel.
-
-  Args:
-    image01: float array or tensor (..., 3) with values in [0, 1] (numpy or TF).
-
-  Returns:
-    The normalised image, same type and shape.
-  """
-  return (image01 - IMAGENET_MEAN) / IMAGENET_STD
-
-
-def denormalize(image):
-  """Inverse of `normalize`: x * std + mean, for display."""
-  return image * IMAGENET_STD + IMAGENET_MEAN
+IMAGENET_MEAN, IMAGENET_STD = image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD
+normalize, denormalize = image_ops.normalize, image_ops.denormalize
 
 
 def decode_image(example):

@@ -11,24 +11,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.download.download_manager import NonMatchingChecksumError
 
+from excam_jax.data import voc_info
 from excam_jax.errors import UserError
 
-CLASS_NAMES = (
-    'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
-    'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa', 'train',
-    'tvmonitor')
-TARS = {
-    'voc/2007': ('VOCtrainval_06-Nov-2007.tar', 'VOCtest_06-Nov-2007.tar'),
-    'voc/2012': ('VOCtrainval_11-May-2012.tar', 'VOC2012test.tar'),
-}
-# VOC 2007 trainval is TFDS's train + validation; VOC 2012 has no public test annotations.
-SPLITS = {
-    'voc/2007': {'trainval': 'train+validation', 'train': 'train', 'validation': 'validation',
-                 'val': 'validation', 'test': 'test'},
-    'voc/2012': {'trainval': 'train+validation', 'train': 'train', 'validation': 'validation',
-                 'val': 'validation'},
-}
-MAX_BOXES = 64  # The most objects in one image: 42 in VOC 2007, 56 in VOC 2012.
+CLASS_NAMES, TARS, SPLITS, MAX_BOXES = (voc_info.CLASS_NAMES, voc_info.TARS, voc_info.SPLITS,
+                                       voc_info.MAX_BOXES)
 
 
 def data_dir(config):

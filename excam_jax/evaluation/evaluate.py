@@ -36,6 +36,8 @@ import os
 
 import numpy as np
 
+from excam_jax.data import image_ops
+from excam_jax.data import voc_info
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
@@ -404,9 +406,7 @@ PROTOCOLS = {
     'parts_map_precision': 'parts data set: fraction of pixels with z_c > 0 on objects of class c',
 }
 
-VOC_CLASSES = ('aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair',
-               'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
-               'sheep', 'sofa', 'train', 'tvmonitor')
+VOC_CLASSES = voc_info.CLASS_NAMES
 
 # Per-class reference values in VOC class order: metric -> {column name: values}.
 PER_CLASS_REFERENCES = {
@@ -553,7 +553,6 @@ def _first_examples(batches, count):
 def write_figures(out_dir, predict_fn, examples, class_names, per_class, dataset, compare=None):
   """Writes ap_bars.png, boxes.png and cams.png for the given examples (a batch dict)."""
   from excam_jax import visualize  # pylint: disable=g-import-not-at-top
-  from excam_jax.data import preprocess  # pylint: disable=g-import-not-at-top
   metric = bar_metric(dataset)
   runs = {'ours': per_class[metric]}
   if compare:
@@ -562,7 +561,7 @@ def write_figures(out_dir, predict_fn, examples, class_names, per_class, dataset
   visualize.save_ap_bars(os.path.join(out_dir, 'ap_bars.png'), class_names, runs,
                          title=f'{metric} per class, {dataset}', ylabel=metric)
   logits, class_maps = predict_fn(examples['image'])
-  images = np.clip(preprocess.denormalize(examples['image']), 0, 1)
+  images = np.clip(image_ops.denormalize(examples['image']), 0, 1)
   size = images.shape[1]
   box_panels, cam_panels, box_titles, cam_titles = [], [], [], []
   for i, image in enumerate(images):
@@ -580,20 +579,54 @@ def write_figures(out_dir, predict_fn, examples, class_names, per_class, dataset
   visualize.save_panels(os.path.join(out_dir, 'cams.png'), cam_panels, cam_titles)
 
 
-def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0):
+def _writable_dir(path):
+  """Creates `path` and checks that files can be written in it; UserError naming it if not."""
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise UserError(f'the output {path} is a file, not a directory; pass another --output.')
+  try:
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f'.write_test.{os.getpid()}')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as err:
+    raise UserError(f'cannot write to {path} ({err.strerror}); pass a writable --output.'
+                    ) from err
+
+
+def _write_text(path, text):
+  """Writes a file atomically: a failed write leaves any earlier version whole."""
+  tmp = f'{path}.tmp.{os.getpid()}'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0,
+                        output=None):
   """Restores a run's checkpoint and config, evaluates a split and writes the report.
 
+  Every argument is checked, and the output folder made and probed, before the model runs.
+
   Returns:
-    The output directory: <workdir>/eval/<step>[/<split>] with metrics.json, tables.md and the
-    figures.
+    The output directory (default <workdir>/eval/<step>[/<split>]) with metrics.json, tables.md
+    and the figures.
   """
   from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top
   from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from excam_jax.models import network  # pylint: disable=g-import-not-at-top
   config, variables, step = checkpoints.restore(workdir, step)
   split = split or config.eval_split
-  info = pipeline.dataset_info(config)
+  info = pipeline.dataset_info(_with_eval_split(config, split))  # Checks the split.
   other = load_compare(compare, info.num_classes, bar_metric(config.dataset)) if compare else None
+  out_dir = output or os.path.join(workdir, 'eval', str(step))
+  if not output and split != config.eval_split:
+    out_dir = os.path.join(out_dir, split)
+  _writable_dir(out_dir)
   model = network.create_model(config.model, info.num_classes)
   predict_fn = make_predict_fn(model, variables)
   result = evaluate(predict_fn, pipeline.eval_batches(config, split), info.class_names,
@@ -601,19 +634,21 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   if config.dataset == 'parts':
     result.update(parts_measures(config, split, predict_fn))
   result.update(dataset=config.dataset, split=split, step=int(step), protocols=PROTOCOLS)
-  out_dir = os.path.join(workdir, 'eval', str(step))
-  if split != config.eval_split:
-    out_dir = os.path.join(out_dir, split)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, 'metrics.json'), 'w') as f:
-    json.dump(_jsonable(result), f, indent=2)
-  with open(os.path.join(out_dir, 'tables.md'), 'w') as f:
-    f.write(markdown_report(result, info.class_names, config.dataset, split, step))
+  _write_text(os.path.join(out_dir, 'metrics.json'), json.dumps(_jsonable(result), indent=2))
+  _write_text(os.path.join(out_dir, 'tables.md'),
+              markdown_report(result, info.class_names, config.dataset, split, step))
   if figures > 0:
     examples = _first_examples(pipeline.eval_batches(config, split), figures)
     write_figures(out_dir, predict_fn, examples, info.class_names, result['per_class'],
                   config.dataset, other)
   return out_dir
+
+
+def _with_eval_split(config, split):
+  """A copy of `config` whose eval_split is `split` (so dataset_info checks that split)."""
+  config = config.copy_and_resolve_references()
+  config.eval_split = split
+  return config
 
 
 def parts_measures(config, split, predict_fn):

@@ -1,20 +1,17 @@
-"""The network: ResNet trunk + a head chosen by config, its loss terms and config checks."""
-
-import math
+"""The network: ResNet trunk + a head chosen by config, and its loss terms."""
 
 import flax.linen as nn
 import jax.numpy as jnp
 import optax
 
-from excam_jax.errors import check_field
+from excam_jax import config_checks
 from excam_jax.models import resnet
 from excam_jax.models import variants
 from excam_jax.models import wildcat
 
-HEADS = ('excam', 'wildcat', 'adl', 'cam')
+HEADS = config_checks.HEADS
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
-DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
+DIVERSITY_LOSSES = config_checks.DIVERSITY_LOSSES
 
 
 class WSOLNet(nn.Module):
@@ -82,37 +79,3 @@ def diversity_loss(maps, kind):
     upper = jnp.triu(jnp.ones((m, m)), k=1)
     return ((cos * upper).sum(axis=(2, 3)) / max(pairs, 1)).mean()
   raise ValueError(f'diversity_loss must be one of {DIVERSITY_LOSSES[1:]}, got {kind!r}.')
-
-
-def validate_config(config):
-  """Checks the model-defining fields of a full config; raises ConfigError naming a bad one."""
-  m = config.model
-  size = config.image_size
-  check_field(m.head in HEADS, 'model.head', m.head, f'one of {HEADS}')
-  check_field(m.depth in resnet.STAGES, 'model.depth', m.depth, f'one of {sorted(resnet.STAGES)}')
-  check_field(isinstance(m.width, int) and m.width >= 1, 'model.width', m.width, 'an int >= 1')
-  check_field(m.output_stride in resnet.OUTPUT_STRIDES, 'model.output_stride', m.output_stride,
-              f'one of {resnet.OUTPUT_STRIDES}')
-  check_field(isinstance(size, int) and size >= 32 and size % 32 == 0, 'image_size', size,
-              'a positive multiple of 32 (e.g. 224 or 448)')
-  check_field(isinstance(m.num_maps, int) and m.num_maps >= 1, 'model.num_maps', m.num_maps,
-              'an int >= 1')
-  n = (size // m.output_stride) ** 2
-  check_field(0 < m.kmax < 1 or 1 <= m.kmax <= n, 'model.kmax', m.kmax,
-              f'a fraction in (0, 1) or a count in [1, {n}] (h*w of the final map)')
-  check_field(m.kmin is None or 0 <= m.kmin < 1 or 1 <= m.kmin <= n, 'model.kmin', m.kmin,
-              f'0 (off), a fraction in (0, 1) or a count in [1, {n}]')
-  check_field(math.isfinite(m.alpha), 'model.alpha', m.alpha, 'a finite float')
-  check_field(0 < m.drop_threshold < 1, 'model.drop_threshold', m.drop_threshold, 'delta in (0, 1)')
-  check_field(m.temperature > 0, 'model.temperature', m.temperature, 'a float > 0')
-  check_field(m.learn_threshold in LEARN_THRESHOLD, 'model.learn_threshold', m.learn_threshold,
-              f'one of {LEARN_THRESHOLD}')
-  check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {tuple(DTYPES)}')
-  check_field(0 < m.adl_gamma <= 1, 'model.adl_gamma', m.adl_gamma, 'a float in (0, 1]')
-  check_field(0 <= m.adl_drop_rate <= 1, 'model.adl_drop_rate', m.adl_drop_rate,
-              'a float in [0, 1]')
-  if 'diversity_loss' in config:
-    check_field(config.diversity_loss in DIVERSITY_LOSSES, 'diversity_loss', config.diversity_loss,
-                f'one of {DIVERSITY_LOSSES}')
-    check_field(config.diversity_loss == 'none' or m.head != 'cam', 'diversity_loss',
-                config.diversity_loss, "'none' with model.head='cam' (it has no per-class maps)")

@@ -1,0 +1,152 @@
+"""The one check of a whole config: every field against its allowed values, before any work.
+
+`validate(config)` raises a ConfigError naming the first bad field and what it allows. It imports
+neither JAX nor TensorFlow, so a command answers a wrong value at once.
+"""
+
+import math
+import numbers
+import os
+
+from excam_jax.data import synthetic
+from excam_jax.data import voc_info
+from excam_jax.errors import ConfigError, check_field
+
+DATASETS = ('parts', 'voc/2007', 'voc/2012')
+HEADS = ('excam', 'wildcat', 'adl', 'cam')
+DEPTHS = (18, 34, 50, 101, 152)
+OUTPUT_STRIDES = (8, 16, 32)
+DTYPES = ('float32', 'bfloat16')
+LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
+DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
+SCHEDULES = ('constant', 'cosine')
+
+
+def _is_int(value):
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value):
+  return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(config, field, low):
+  value = _get(config, field)
+  check_field(_is_int(value) and value >= low, field, value, f'an int >= {low}')
+
+
+def _get(config, field):
+  node = config
+  for key in field.split('.'):
+    node = node[key]
+  return node
+
+
+def _check_k(field, k, n, zero_ok):
+  """k of top-k pooling: a fraction in (0, 1) or an integer count in [1, n]."""
+  fraction = _is_real(k) and 0 < k < 1
+  count = _is_real(k) and float(k).is_integer() and 1 <= k <= n
+  zero = zero_ok and (k is None or (_is_real(k) and k == 0))
+  off = '0 (off), ' if zero_ok else ''
+  check_field(fraction or count or zero, field, k,
+              f'{off}a fraction in (0, 1) or a whole count in [1, {n}] (h*w of the final map)')
+
+
+def validate_model(config):
+  """Checks the model-defining fields (config.model and config.image_size)."""
+  m, size = config.model, config.image_size
+  check_field(m.head in HEADS, 'model.head', m.head, f'one of {HEADS}')
+  check_field(m.depth in DEPTHS, 'model.depth', m.depth, f'one of {DEPTHS}')
+  check_field(_is_int(m.width) and m.width >= 1, 'model.width', m.width, 'an int >= 1')
+  check_field(m.output_stride in OUTPUT_STRIDES, 'model.output_stride', m.output_stride,
+              f'one of {OUTPUT_STRIDES}')
+  check_field(_is_int(size) and size >= 32 and size % 32 == 0, 'image_size', size,
+              'a positive multiple of 32 (e.g. 224 or 448)')
+  check_field(_is_int(m.num_maps) and m.num_maps >= 1, 'model.num_maps', m.num_maps,
+              'an int >= 1')
+  n = (size // m.output_stride) ** 2
+  _check_k('model.kmax', m.kmax, n, zero_ok=False)
+  _check_k('model.kmin', m.kmin, n, zero_ok=True)
+  check_field(_is_real(m.alpha), 'model.alpha', m.alpha, 'a finite float')
+  check_field(_is_real(m.drop_threshold) and 0 < m.drop_threshold < 1, 'model.drop_threshold',
+              m.drop_threshold, 'delta in (0, 1)')
+  check_field(_is_real(m.temperature) and m.temperature > 0, 'model.temperature', m.temperature,
+              'a finite float > 0')
+  check_field(m.learn_threshold in LEARN_THRESHOLD, 'model.learn_threshold', m.learn_threshold,
+              f'one of {LEARN_THRESHOLD}')
+  check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
+  check_field(_is_real(m.adl_gamma) and 0 < m.adl_gamma <= 1, 'model.adl_gamma', m.adl_gamma,
+              'a float in (0, 1]')
+  check_field(_is_real(m.adl_drop_rate) and 0 <= m.adl_drop_rate <= 1, 'model.adl_drop_rate',
+              m.adl_drop_rate, 'a float in [0, 1]')
+  for flag in ('self_drop', 'straight_through', 'freeze_bn', 'remat'):
+    check_field(isinstance(m[flag], bool), f'model.{flag}', m[flag], 'True or False')
+  if 'diversity_loss' in config:
+    check_field(config.diversity_loss in DIVERSITY_LOSSES, 'diversity_loss', config.diversity_loss,
+                f'one of {DIVERSITY_LOSSES}')
+    check_field(config.diversity_loss == 'none' or m.head != 'cam', 'diversity_loss',
+                config.diversity_loss, "'none' with model.head='cam' (it has no per-class maps)")
+
+
+def validate_data(config):
+  """Checks the data set, its splits and (for 'parts') the generator's fields."""
+  check_field(config.dataset in DATASETS, 'dataset', config.dataset, f'one of {DATASETS}')
+  splits = synthetic.SPLITS if config.dataset == 'parts' else voc_info.SPLITS[config.dataset]
+  for field in ('train_split', 'eval_split'):
+    check_field(config[field] in splits, field, config[field],
+                f'a split of {config.dataset}: one of {sorted(splits)}')
+  check_field(_is_int(config.shuffle_buffer) and config.shuffle_buffer >= 1, 'shuffle_buffer',
+              config.shuffle_buffer, 'an int >= 1')
+  check_field(_is_int(config.seed), 'seed', config.seed, 'an int')
+  if config.dataset != 'parts':
+    return
+  p = config.parts
+  check_field(p.preset in synthetic.PRESETS, 'parts.preset', p.preset,
+              f'one of {sorted(synthetic.PRESETS)}')
+  check_field(_is_int(p.num_classes) and 1 <= p.num_classes <= synthetic.MAX_CLASSES,
+              'parts.num_classes', p.num_classes, f'an int in [1, {synthetic.MAX_CLASSES}]')
+  check_field(_is_int(p.image_size) and p.image_size >= 32, 'parts.image_size', p.image_size,
+              'an int >= 32 (pixels)')
+  for field in ('num_train', 'num_eval'):
+    check_field(_is_int(p[field]) and p[field] >= 1, f'parts.{field}', p[field], 'an int >= 1')
+  check_field(_is_int(p.seed), 'parts.seed', p.seed, 'an int')
+
+
+def validate_training(config):
+  """Checks the optimisation, schedule, book-keeping and multi-host fields."""
+  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
+                'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
+    _check_int(config, field, 1)
+  for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay',
+                'diversity_weight'):
+    value = config[field]
+    check_field(_is_real(value) and value >= 0, field, value, 'a finite float >= 0')
+  check_field(_is_real(config.momentum) and 0 <= config.momentum < 1, 'momentum',
+              config.momentum, 'a float in [0, 1)')
+  check_field(config.schedule in SCHEDULES, 'schedule', config.schedule, f'one of {SCHEDULES}')
+  _check_int(config, 'warmup_steps', 0)
+  check_field(isinstance(config.eval_localization, bool), 'eval_localization',
+              config.eval_localization, 'True or False')
+  if config.pretrained:
+    path = os.path.expanduser(config.pretrained)
+    check_field(os.path.isfile(path), 'pretrained', config.pretrained,
+                'the path of an existing .safetensors or .npz file (or empty for none)')
+  dist = config.distributed
+  check_field(_is_int(dist.num_processes) and dist.num_processes >= 1,
+              'distributed.num_processes', dist.num_processes, 'an int >= 1')
+  check_field(_is_int(dist.process_id) and 0 <= dist.process_id < dist.num_processes,
+              'distributed.process_id', dist.process_id,
+              f'an int in [0, {dist.num_processes}) (distributed.num_processes)')
+  check_field(config.batch_size % dist.num_processes == 0, 'batch_size', config.batch_size,
+              f'a multiple of distributed.num_processes ({dist.num_processes})')
+
+
+def validate(config):
+  """Checks every field of an experiment config; raises ConfigError naming the first bad one."""
+  try:
+    validate_data(config)
+    validate_model(config)
+    validate_training(config)
+  except (KeyError, AttributeError) as err:
+    raise ConfigError(f'the config lacks the field {err}; start from a file in configs/ '
+                      '(e.g. configs/voc12.py) and override fields on the command line.') from err
