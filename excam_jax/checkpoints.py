@@ -11,9 +11,11 @@ files are damaged or truncated is set aside (moved to <workdir>/damaged_checkpoi
 deleted) and the one before it is used, with a warning.
 """
 
+import errno
 import json
 import logging
 import os
+import shutil
 import time
 
 import jax
@@ -72,7 +74,9 @@ def _first_line(err, limit=160):
   """A short reason for an exception (Orbax and TensorStore put dumps in their messages)."""
   for cause in (err, err.__cause__, err.__context__):
     if isinstance(cause, OSError) and cause.strerror:
-      return f'{cause.strerror}: {cause.filename}' if cause.filename else cause.strerror
+      detail = cause.filename or (cause.args[1] if cause.errno == errno.ENOSPC else '')
+      name = 'disk full' if cause.errno == errno.ENOSPC else cause.strerror
+      return f'{name}: {detail}' if detail and detail != name else name
   text = ' '.join(str(err).split()) or type(err).__name__
   return text if len(text) <= limit else text[:limit] + '...'
 
@@ -199,12 +203,28 @@ class Checkpoints:
       UserError: this or an earlier (background) save could not be written (a full disk,
         permissions); the last completed checkpoint stays intact.
     """
+    self._check_free_space(step, state)
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.PyTreeSave(state),
           config=ocp.args.JsonSave(config_to_dict(config))))
     except Exception as err:  # pylint: disable=broad-except  # Orbax wraps I/O errors freely.
       raise self._write_error(step, err) from err
+
+  def _check_free_space(self, step, state):
+    """Refuses a save that cannot fit on the disk, before Orbax starts writing it.
+
+    The arrays' raw size bounds the checkpoint (Orbax compresses, never inflates them); a full
+    disk found this way gives one clear line instead of a failed background write.
+    """
+    need = sum(int(getattr(leaf, 'nbytes', 0)) for leaf in jax.tree.leaves(state)) + (1 << 16)
+    try:
+      free = shutil.disk_usage(self.directory).free
+    except OSError:
+      return
+    if free < need:
+      raise self._write_error(step, OSError(
+          errno.ENOSPC, f'{need / 2**20:.1f} MiB needed, {free / 2**20:.1f} MiB free'))
 
   def _write_error(self, step, err):
     try:

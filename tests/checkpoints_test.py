@@ -29,7 +29,7 @@ TRAIN_ARGS = ['--config=configs/tiny.py', '--config.num_epochs=2', '--config.eva
               '--config.keep_checkpoints=2', '--config.eval_localization=False']
 KILLED_RUNNER = """
 import sys, time
-from absl import app
+from excam_jax import cli
 from excam_jax import main
 from excam_jax.data import pipeline
 
@@ -43,7 +43,7 @@ def stalling_batches(config, start_step=0, **kwargs):
     yield batch
 
 pipeline.train_batches = stalling_batches
-app.run(main.main, flags_parser=main.parse_flags)
+cli.run(main.main, flags_parser=main.parse_flags)
 """
 
 

@@ -41,3 +41,22 @@ def assert_one_error_line(code, lines, *fragments):
   assert len(lines) == 1 and lines[0].startswith('error: '), lines
   for fragment in fragments:
     assert fragment in lines[0], (fragment, lines[0])
+
+
+def training_env(cache):
+  """A training command's environment: a shared persistent compilation cache, and unoptimised
+  XLA:CPU code (the same numbers in every run, far less compile time)."""
+  return command_env(JAX_COMPILATION_CACHE_DIR=cache,
+                     JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+                     JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0',
+                     XLA_FLAGS='--xla_backend_optimization_level=0')
+
+
+def same_arrays(tree_a, tree_b):
+  """Whether two nested dicts of arrays are equal bit for bit (structure, dtypes, values)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if jax.tree.structure(tree_a) != jax.tree.structure(tree_b):
+    return False
+  return all(a.dtype == b.dtype and np.array_equal(a, b)
+             for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
