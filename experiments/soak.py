@@ -1,14 +1,14 @@
 r"""Soak test of resuming: kill -9 a training run at random moments, resume, compare bitwise.
 
-  python experiments/soak.py --workdir=/tmp/soak --kills=10 [--seed=0]
+  python experiments/soak.py --workdir=/tmp/soak --kills=10 [--seed=0] [--epochs=10]
 
-Trains configs/tiny.py (40 steps, a checkpoint every 2) once without interruption in
-<workdir>/reference, then again in <workdir>/killed, sending SIGKILL --kills times, in turn: at a
-random moment of the start-up (restore, compilation), right after a random training step, and
-while a checkpoint is being written (as soon as Orbax's temporary folder appears). After each kill
-the same command resumes. When the killed run has
-finished, its final parameters, batch statistics and optimizer state must equal the reference's
-bit for bit. Prints one JSON line with the figures; exit status 0 when equal, 1 otherwise.
+Trains configs/tiny.py (4 steps an epoch, 40 steps by default, a checkpoint every 2) once
+without interruption in <workdir>/reference, then again in <workdir>/killed, sending SIGKILL
+--kills times, in turn: at a random moment of the start-up (restore, compilation), right after a
+random training step, and while a checkpoint is being written (as soon as Orbax's temporary
+folder appears). After each kill the same command resumes. When the killed run has finished, its
+final parameters, batch statistics and optimizer state must equal the reference's bit for bit.
+Prints one JSON line with the figures; exit status 0 when equal, 1 otherwise.
 Both runs share a JAX compilation cache in <workdir>/cache; rerunning the script reuses a
 finished reference.
 """
@@ -27,7 +27,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-ARGS = ['--config=configs/tiny.py', '--config.num_epochs=10', '--config.checkpoint_every_steps=2',
+ARGS = ['--config=configs/tiny.py', '--config.checkpoint_every_steps=2',
         '--config.eval_every_steps=1000', '--config.log_every_steps=1',
         '--config.keep_checkpoints=2']
 
@@ -41,13 +41,22 @@ def _env(cache):
   return env
 
 
+STEPS_PER_EPOCH = 4  # configs/tiny.py: 32 images at batch 8.
+_EPOCHS = [10]  # Set by --epochs.
+
+
+def _last_step():
+  return STEPS_PER_EPOCH * _EPOCHS[0]
+
+
 def _start(workdir, env, log):
-  return subprocess.Popen([sys.executable, '-m', 'excam_jax.main', *ARGS, f'--workdir={workdir}'],
+  return subprocess.Popen([sys.executable, '-m', 'excam_jax.main', *ARGS,
+                           f'--config.num_epochs={_EPOCHS[0]}', f'--workdir={workdir}'],
                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def _finished(workdir):
-  return os.path.isdir(os.path.join(workdir, 'checkpoints', '40'))
+  return os.path.isdir(os.path.join(workdir, 'checkpoints', str(_last_step())))
 
 
 def _wait_for_save(workdir, proc, timeout):
@@ -105,9 +114,10 @@ def _kill_once(kind, workdir, proc, log_path, offset, rng, duration):
   if kind == 'during_save':
     _wait_for_save(workdir, proc, timeout=duration)
   elif kind == 'after_step':
-    found = re.search(r'step (\d+) of 40', text)
+    found = re.search(r'step (\d+) of \d+', text)
     first = int(found.group(1)) + 1 if found else 1
-    _wait_for_step(log_path, offset, rng.randint(first, min(first + 8, 39)), proc, duration)
+    last = max(first, min(first + 8, _last_step() - 1))
+    _wait_for_step(log_path, offset, rng.randint(first, last), proc, duration)
     time.sleep(rng.uniform(0.0, 0.3))
   if proc.poll() is not None:
     return False
@@ -149,7 +159,7 @@ def _compare(reference, killed):
   ckpt_a = checkpoints.Checkpoints(reference, async_save=False)
   ckpt_b = checkpoints.Checkpoints(killed, async_save=False)
   try:
-    want, got = ckpt_a.restore_numpy(40), ckpt_b.restore_numpy(40)
+    want, got = ckpt_a.restore_numpy(_last_step()), ckpt_b.restore_numpy(_last_step())
   finally:
     ckpt_a.close()
     ckpt_b.close()
@@ -165,9 +175,11 @@ def main():
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--kills', type=int, default=10)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--epochs', type=int, default=10, help='Length of the run (4 steps each).')
   args = parser.parse_args()
-  if args.kills < 0:
-    parser.error('--kills must be >= 0')
+  if args.kills < 0 or args.epochs < 1:
+    parser.error('--kills must be >= 0 and --epochs >= 1')
+  _EPOCHS[0] = args.epochs
   os.makedirs(args.workdir, exist_ok=True)
   env = _env(os.path.join(os.path.abspath(args.workdir), 'cache'))
   reference = os.path.join(os.path.abspath(args.workdir), 'reference')
@@ -179,7 +191,7 @@ def main():
   duration = max(took, 30.0)  # Bounds every wait for a moment to kill at.
   figures = _soak(killed, env, args.kills, random.Random(args.seed), duration)
   figures.update(_compare(reference, killed))
-  figures.update(seed=args.seed, reference_seconds=round(took, 1),
+  figures.update(seed=args.seed, steps=_last_step(), reference_seconds=round(took, 1),
                  total_seconds=round(time.time() - started, 1))
   print(json.dumps(figures))
   sys.exit(0 if figures['bitwise_equal'] else 1)

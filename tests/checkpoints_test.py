@@ -82,9 +82,14 @@ class TestCheckpoints:
     ckpt.save(2, _state(1.0), tiny.get_config())
     ckpt.wait()
     other = tiny.get_config()
-    other.head_learning_rate = 0.5  # Optimisation fields may change on resume.
+    other.eval_every_steps = 3  # Book-keeping and compute-only fields may change on resume.
     other.model.dtype = 'bfloat16'
     ckpt.check_compatible(other)
+    other.head_learning_rate = 0.5  # The schedule only with the caller's consent.
+    with pytest.raises(UserError, match=r'another schedule: head_learning_rate \(0\.05 in the '
+                                        r'checkpoint, 0\.5 now\).*--allow_schedule_change'):
+      ckpt.check_compatible(other)
+    ckpt.check_compatible(other, allow_schedule_change=True)
     other.model.num_maps = 3
     with pytest.raises(UserError, match=r'model\.num_maps \(2 in the checkpoint, 3 now\)'):
       ckpt.check_compatible(other)

@@ -268,21 +268,6 @@ class TestNonFinite:
                                                   r'steps 5 and 5.*checkpoint \(step 4\) is kept'):
       train._Logger.flush(log, 5, Ckpt())  # pylint: disable=protected-access
 
-  def test_train_step_reports_gradient_and_parameter_norms(self):
-    import optax  # pylint: disable=g-import-not-at-top
-    config = tiny.get_config()
-    from excam_jax.models import network  # pylint: disable=g-import-not-at-top
-    model = network.create_model(config.model, 3)
-    tx = optax.sgd(0.0)
-    import jax  # pylint: disable=g-import-not-at-top
-    state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=32)
-    batch = {'image': jnp.zeros((2, 32, 32, 3)), 'label': jnp.zeros((2, 3)),
-             'mask': jnp.ones(2)}
-    _, metrics = train.train_step(state, batch, model=model, tx=tx)
-    want = float(optax.global_norm(state.params))
-    assert float(metrics['param_norm']) == pytest.approx(want, rel=1e-6)  # lr 0: unchanged.
-    assert np.isfinite(float(metrics['grad_norm'])) and float(metrics['grad_norm']) > 0
-
 
 def test_describe_os_error():
   full = OSError(errno.ENOSPC, 'No space left on device', '/x/y')
@@ -294,7 +279,7 @@ def test_describe_os_error():
 def test_soak_two_kills_resume_bitwise(tmp_path):
   """experiments/soak.py: two SIGKILLs (start-up, after a step), resumes, bitwise equal."""
   result = subprocess.run([sys.executable, 'experiments/soak.py', f'--workdir={tmp_path}',
-                           '--kills=2', '--seed=3'], cwd=cli_util.REPO, capture_output=True,
+                           '--kills=2', '--seed=3', '--epochs=3'], cwd=cli_util.REPO, capture_output=True,
                           text=True, env=cli_util.command_env(), timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-2000:]
   figures = json.loads(result.stdout.strip().splitlines()[-1])

@@ -131,6 +131,14 @@ class TestTrainStep:
     np.testing.assert_allclose(new.batch_stats['trunk']['mean'], 0.1 * mu, rtol=1e-5)
     np.testing.assert_allclose(new.batch_stats['trunk']['var'], 0.9 + 0.1 * var, rtol=1e-5)
     assert int(new.step) == 1
+    # The norms the host checks before a save: every gradient, every updated parameter.
+    dfeatures = dlogits @ w.T
+    grads = [xhat.T @ dlogits, dlogits.sum(0), (dfeatures * xhat).sum(0), dfeatures.sum(0)]
+    np.testing.assert_allclose(metrics['grad_norm'],
+                               np.sqrt(sum((g ** 2).sum() for g in grads)), rtol=1e-5)
+    leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(new.params)]
+    np.testing.assert_allclose(metrics['param_norm'],
+                               np.sqrt(sum((x ** 2).sum() for x in leaves)), rtol=1e-5)
 
   def test_traced_once_and_state_donated(self, monkeypatch):
     model = PooledNet(dropout=0.5)
