@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from excam_jax import files
 from excam_jax.errors import UserError
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -111,14 +112,8 @@ class Checkpoints:
 
   def check_writable(self):
     """Raises UserError now, rather than in a background save, if checkpoints can't be written."""
-    probe = os.path.join(self.directory, f'.write_test.{jax.process_index()}.{os.getpid()}')
-    try:
-      with open(probe, 'w') as f:
-        f.write('ok')
-      os.remove(probe)
-    except OSError as err:
-      raise UserError(f'cannot write checkpoints in {self.directory} ({err.strerror}); fix its '
-                      'permissions or choose another --workdir.') from err
+    files.check_writable(self.directory, f'cannot write checkpoints in {self.directory}; fix its '
+                         'permissions or choose another --workdir.', tag=f'{jax.process_index()}.')
 
   def latest_step(self):
     """The last completed step, or None (unfinished saves of a killed run are ignored)."""

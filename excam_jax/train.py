@@ -24,6 +24,7 @@ import tqdm
 
 from excam_jax import checkpoints
 from excam_jax import config_checks
+from excam_jax import files
 from excam_jax.evaluation import evaluate as evaluation
 from excam_jax import parallel
 from excam_jax import pretrained
@@ -264,16 +265,9 @@ def checkpoint_dir(workdir):
 
 
 def _prepare_workdir(workdir):
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    # One probe per process: on a shared filesystem processes must not remove each other's.
-    probe = os.path.join(workdir, f'.write_test.{jax.process_index()}.{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as err:
-    raise UserError(f'cannot write to workdir {workdir!r} ({err.strerror}); '
-                    'choose a writable --workdir.') from err
+  # One probe per process: on a shared filesystem processes must not remove each other's.
+  files.check_writable(workdir, f'cannot write to workdir {workdir!r}; choose a writable '
+                       '--workdir.', tag=f'{jax.process_index()}.')
 
 
 class _Logger:

@@ -38,6 +38,7 @@ import numpy as np
 
 from excam_jax.data import image_ops
 from excam_jax.data import voc_info
+from excam_jax import files
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
@@ -583,27 +584,7 @@ def _writable_dir(path):
   """Creates `path` and checks that files can be written in it; UserError naming it if not."""
   if os.path.exists(path) and not os.path.isdir(path):
     raise UserError(f'the output {path} is a file, not a directory; pass another --output.')
-  try:
-    os.makedirs(path, exist_ok=True)
-    probe = os.path.join(path, f'.write_test.{os.getpid()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as err:
-    raise UserError(f'cannot write to {path} ({err.strerror}); pass a writable --output.'
-                    ) from err
-
-
-def _write_text(path, text):
-  """Writes a file atomically: a failed write leaves any earlier version whole."""
-  tmp = f'{path}.tmp.{os.getpid()}'
-  try:
-    with open(tmp, 'w') as f:
-      f.write(text)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  files.check_writable(path, f'cannot write to {path}; pass a writable --output.')
 
 
 def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0,
@@ -634,8 +615,8 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   if config.dataset == 'parts':
     result.update(parts_measures(config, split, predict_fn))
   result.update(dataset=config.dataset, split=split, step=int(step), protocols=PROTOCOLS)
-  _write_text(os.path.join(out_dir, 'metrics.json'), json.dumps(_jsonable(result), indent=2))
-  _write_text(os.path.join(out_dir, 'tables.md'),
+  files.write_text(os.path.join(out_dir, 'metrics.json'), json.dumps(_jsonable(result), indent=2))
+  files.write_text(os.path.join(out_dir, 'tables.md'),
               markdown_report(result, info.class_names, config.dataset, split, step))
   if figures > 0:
     examples = _first_examples(pipeline.eval_batches(config, split), figures)
