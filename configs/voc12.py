@@ -11,6 +11,7 @@ Reference (thesis Table 1, localization mAP on VOC 2012): ex-CAM 0.70, WILDCAT 0
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config():
@@ -71,6 +72,18 @@ def get_config():
   config.eval_localization = True  # Box and point metrics in training evals (False: mAP only).
   config.checkpoint_every_steps = 1000
   config.keep_checkpoints = 3
+
+  # How the localization metrics are scored (written to metrics.json as "protocol").
+  config.eval = ml_collections.ConfigDict({
+      'threshold': 0.0,  # Boxes from z > threshold (0 is sigma(z) > 0.5).
+      'box_grid': placeholder(int),  # None: boxes at the original image size; N: an N x N grid.
+      'maxboxacc': 'exact',  # 'exact' (ours) | 'wsolevaluation' (clovaai/wsolevaluation's rules).
+      'sweep_grid': placeholder(int),  # 'exact' MaxBoxAcc sweep: None = original size.
+      'sweep_step': 0.01,  # 'exact' MaxBoxAcc: spacing of the relative thresholds.
+      'pointwise_tolerance': 18,  # Pixels (Oquab et al. 2015).
+      'train_box_grid': 128,  # Cheap grids for the evaluations during training (not the last).
+      'train_sweep_grid': 32,
+  })
 
   # Multi-host (jax.distributed.initialize); off for one process.
   config.distributed = ml_collections.ConfigDict({

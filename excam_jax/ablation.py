@@ -1,12 +1,13 @@
 """Ablation grids: named variants as config overrides, and their results table.
 
-experiments/ablate.py trains one run per variant and writes the table.
+The ablate command (excam_jax/ablate.py, installed as excam-ablate) trains one run per variant
+and writes the table. This module defines no flags, so any process may import it.
 """
 
 import json
 import os
 
-from excam_jax.evaluation import evaluate
+from excam_jax.evaluation import runner
 
 GRIDS = {
     'methods': {
@@ -50,7 +51,7 @@ def variant_config(base, overrides):
 
 def final_metrics(workdir):
   """Evaluates the run's last checkpoint (report and figures in its eval/ folder)."""
-  out_dir = evaluate.evaluate_checkpoint(workdir, figures=4)
+  out_dir = runner.evaluate_checkpoint(workdir, figures=4)
   with open(os.path.join(out_dir, 'metrics.json')) as f:
     metrics = json.load(f)
   return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -20,6 +20,7 @@ DTYPES = ('float32', 'bfloat16')
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
+MAXBOXACC = ('exact', 'wsolevaluation')
 
 
 def _is_int(value):
@@ -141,12 +142,33 @@ def validate_training(config):
               f'a multiple of distributed.num_processes ({dist.num_processes})')
 
 
+def _grid_ok(value):
+  return value is None or (_is_int(value) and value >= 8)
+
+
+def validate_eval(config):
+  """Checks the evaluation protocol (config.eval), when the config has one."""
+  if 'eval' not in config:
+    return
+  e = config.eval
+  check_field(_is_real(e.threshold), 'eval.threshold', e.threshold, 'a finite float')
+  check_field(e.maxboxacc in MAXBOXACC, 'eval.maxboxacc', e.maxboxacc, f'one of {MAXBOXACC}')
+  for field in ('box_grid', 'sweep_grid', 'train_box_grid', 'train_sweep_grid'):
+    check_field(_grid_ok(e[field]), f'eval.{field}', e[field],
+                'None (the original image size) or an int >= 8')
+  check_field(_is_real(e.sweep_step) and 0 < e.sweep_step < 1, 'eval.sweep_step', e.sweep_step,
+              'a float in (0, 1)')
+  check_field(_is_int(e.pointwise_tolerance) and e.pointwise_tolerance >= 0,
+              'eval.pointwise_tolerance', e.pointwise_tolerance, 'an int >= 0')
+
+
 def validate(config):
   """Checks every field of an experiment config; raises ConfigError naming the first bad one."""
   try:
     validate_data(config)
     validate_model(config)
     validate_training(config)
+    validate_eval(config)
   except (KeyError, AttributeError) as err:
     raise ConfigError(f'the config lacks the field {err}; start from a file in configs/ '
                       '(e.g. configs/voc12.py) and override fields on the command line.') from err

@@ -1,6 +1,15 @@
 r"""Restores a checkpoint and evaluates it: every metric, markdown tables and figures.
 
   python -m excam_jax.evaluate --workdir=runs/voc12 [--split=validation] [--step=N] [--output=DIR]
+      [--maxboxacc=exact|wsolevaluation] [--box_grid=N] [--sweep_grid=N] [--sweep_step=S]
+      [--threshold=T] [--pointwise_tolerance=P]
+
+One pass over the split: the model runs once per batch, and the metrics, the parts measures and
+the figures' examples all come from that pass. Boxes come from the one path of
+excam_jax.evaluation.boxes (class map at the original image size, threshold, 8-connected
+components), the same as `localize`. The protocol is the run's config.eval (defaults: boxes and
+the MaxBoxAcc sweep at the original size, MaxBoxAcc 'exact'), overridden by the flags above, and
+is written to metrics.json as "protocol" and named in tables.md.
 
 Writes DIR/eval/<step>/ (DIR/eval/<step>/<split>/ for a split other than the config's eval_split;
 --output=DIR instead, e.g. for a read-only run): metrics.json, tables.md, ap_bars.png (per-class
@@ -11,6 +20,7 @@ predictions green) and cams.png (class maps).
 import os
 
 from absl import flags
+import numpy as np
 
 from excam_jax import cli
 from excam_jax.errors import UserError
@@ -23,6 +33,15 @@ _COMPARE = flags.DEFINE_string('compare', None,
                                "Another run's metrics.json, drawn beside ours in ap_bars.png.")
 _FIGURES = flags.DEFINE_integer('figures', 8, 'Images drawn in boxes.png and cams.png (0: none).')
 _WORKERS = flags.DEFINE_integer('workers', 2, 'Processes for the MaxBoxAcc threshold sweep.')
+_MAXBOXACC = flags.DEFINE_enum('maxboxacc', None, ['exact', 'wsolevaluation'],
+                               "MaxBoxAcc protocol; the run's config.eval.maxboxacc if unset.")
+_BOX_GRID = flags.DEFINE_integer('box_grid', None,
+                                 'Find boxes on an N x N grid (0: the original size).')
+_SWEEP_GRID = flags.DEFINE_integer('sweep_grid', None,
+                                   "'exact' MaxBoxAcc sweep on an N x N grid (0: original size).")
+_SWEEP_STEP = flags.DEFINE_float('sweep_step', None, "'exact' MaxBoxAcc threshold step.")
+_THRESHOLD = flags.DEFINE_float('threshold', None, 'Box threshold on z (0 is sigma(z) > 0.5).')
+_TOLERANCE = flags.DEFINE_integer('pointwise_tolerance', None, 'Pointwise AP tolerance (px).')
 
 
 def check_flags():
@@ -31,9 +50,13 @@ def check_flags():
     raise UserError('--workdir=DIR (the directory of a training run) is required.')
   if not os.path.isdir(os.path.join(_WORKDIR.value, 'checkpoints')):
     raise UserError(f'no checkpoints in {_WORKDIR.value}; pass the --workdir of a training run.')
-  for flag in (_STEP, _FIGURES, _WORKERS):
+  for flag in (_STEP, _FIGURES, _WORKERS, _BOX_GRID, _SWEEP_GRID, _TOLERANCE):
     if flag.value is not None and flag.value < 0:
       raise UserError(f'--{flag.name}={flag.value} is invalid: allowed an int >= 0.')
+  if _SWEEP_STEP.value is not None and not 0 < _SWEEP_STEP.value < 1:
+    raise UserError(f'--sweep_step={_SWEEP_STEP.value} is invalid: allowed a float in (0, 1).')
+  if _THRESHOLD.value is not None and not np.isfinite(_THRESHOLD.value):
+    raise UserError(f'--threshold={_THRESHOLD.value} is invalid: allowed a finite float.')
   if _COMPARE.value and not os.path.isfile(_COMPARE.value):
     raise UserError(f'--compare={_COMPARE.value} not found; pass the metrics.json that '
                     '`python -m excam_jax.evaluate` wrote for the other run.')
@@ -41,16 +64,31 @@ def check_flags():
     raise UserError(f'--output={_OUTPUT.value} is a file, not a directory; pass another one.')
 
 
+def _protocol_flags():
+  """The protocol overrides given on the command line (0 grids mean the original size)."""
+  grid = lambda flag: None if flag.value is None else (flag.value or 'original')
+  overrides = {'maxboxacc': _MAXBOXACC.value, 'box_grid': grid(_BOX_GRID),
+               'sweep_grid': grid(_SWEEP_GRID), 'sweep_step': _SWEEP_STEP.value,
+               'threshold': _THRESHOLD.value, 'pointwise_tolerance': _TOLERANCE.value}
+  return {k: v for k, v in overrides.items() if v is not None}
+
+
 def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}; use --workdir, --split and --step.')
   check_flags()
-  from excam_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top  # JAX.
-  out = evaluate.evaluate_checkpoint(
+  from excam_jax.evaluation import runner  # pylint: disable=g-import-not-at-top  # JAX.
+  out = runner.evaluate_checkpoint(
       _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
-      figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value)
+      figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value,
+      protocol=_protocol_flags())
   print(f'wrote {out} (metrics.json, tables.md' + (', figures' if _FIGURES.value else '') + ')')
 
 
-if __name__ == '__main__':
+def run():
+  """The excam-evaluate console script."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

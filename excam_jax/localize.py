@@ -248,8 +248,12 @@ def collect_files(arguments):
 # ---------------------------------------------------------------------------------------------
 # Localizing.
 
-def localize_image(predict_fn, image, class_names, size, score_threshold=0.5):
-  """Detections of one RGB uint8 image (H, W, 3): class scores and boxes in original pixels."""
+def localize_image(predict_fn, image, class_names, size, score_threshold=0.5, threshold=0.0):
+  """Detections of one RGB uint8 image (H, W, 3): class scores and boxes in original pixels.
+
+  Boxes come from boxes.map_to_boxes, the path the metrics score: the class map at the original
+  size, z > threshold (the run's config.eval.threshold; 0 is sigma(z) > 0.5), components.
+  """
   from excam_jax.data import image_ops  # pylint: disable=g-import-not-at-top
   from excam_jax.evaluation import boxes as boxlib  # pylint: disable=g-import-not-at-top
   logits, class_maps = predict_fn(image_ops.to_model_input(image, size)[None])
@@ -261,8 +265,7 @@ def localize_image(predict_fn, image, class_names, size, score_threshold=0.5):
   height, width = image.shape[:2]
   detections = []
   for c in np.flatnonzero(scores > score_threshold):
-    cam = boxlib.upsample(class_maps[0, :, :, c], height, width)
-    for box in boxlib.cam_to_boxes(cam, 0.0):  # z > 0 is sigma(z) > 0.5.
+    for box in boxlib.map_to_boxes(class_maps[0, :, :, c], height, width, threshold):
       detections.append({'class': class_names[c], 'score': float(scores[c]),
                          'box': [int(v) for v in box]})
   return {'width': width, 'height': height,
@@ -359,7 +362,8 @@ def _make_output(out_dir):
 Summary = collections.namedtuple('Summary', 'failed images detections boxes_path')
 
 
-def _localize(predict_fn, paths, class_names, size, out_dir, score_threshold=0.5):
+def _localize(predict_fn, paths, class_names, size, out_dir, score_threshold=0.5,
+              threshold=0.0):
   """localize_files, returning a Summary (for the command's last line)."""
   from excam_jax import visualize  # pylint: disable=g-import-not-at-top
   _make_output(out_dir)
@@ -369,7 +373,8 @@ def _localize(predict_fn, paths, class_names, size, out_dir, score_threshold=0.5
     try:
       image = load_image(path)
       try:
-        result = localize_image(predict_fn, image, class_names, size, score_threshold)
+        result = localize_image(predict_fn, image, class_names, size, score_threshold,
+                                threshold)
         overlay = visualize.overlay_boxes(image,
                                           pred_boxes=[d['box'] for d in result['detections']])
       except MemoryError as err:
@@ -470,18 +475,20 @@ def _run(workdir, output, paths, step=None, score_threshold=0.5):
   files, notes, unlistable = _images_to_read(paths)
   # Imported only now: a bad command line is answered before JAX loads.
   from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from excam_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
   from excam_jax.models import network  # pylint: disable=g-import-not-at-top
   config, variables, _ = checkpoints.restore(workdir, step)
   names = class_names_of(config)
   model = network.create_model(config.model, len(names))
-  predict_fn = evaluate.make_predict_fn(model, variables)
+  predict_fn = runner.make_predict_fn(model, variables)
   # Said only now, so that a command that fails before this point prints its one error line only.
   for note in notes:
     cli.LOGGER.info('%s', note)
   for folder, reason in unlistable:
     print(f'error: {UnreadableImage(folder, reason)}', file=sys.stderr, flush=True)
-  summary = _localize(predict_fn, files, names, config.image_size, output, score_threshold)
+  threshold = (config.get('eval') or {}).get('threshold', 0.0)  # The metrics' box threshold.
+  summary = _localize(predict_fn, files, names, config.image_size, output, score_threshold,
+                     threshold)
   return summary._replace(failed=summary.failed + len(unlistable))
 
 
@@ -509,5 +516,10 @@ def main(argv):
   return 1 if summary.failed else 0
 
 
-if __name__ == '__main__':
+def console_main():
+  """The excam-localize console script (`run` is the library entry above)."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  console_main()

@@ -46,5 +46,10 @@ def main(argv):
                   train.checkpoint_dir(_WORKDIR.value), result['final_step'])
 
 
-if __name__ == '__main__':
+def run():
+  """The excam-train console script."""
   cli.run(main, flags_parser=parse_flags)
+
+
+if __name__ == '__main__':
+  run()

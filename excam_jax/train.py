@@ -25,7 +25,7 @@ import tqdm
 from excam_jax import checkpoints
 from excam_jax import config_checks
 from excam_jax import files
-from excam_jax.evaluation import evaluate as evaluation
+from excam_jax.evaluation import evaluator
 from excam_jax import parallel
 from excam_jax import pretrained
 from excam_jax import summary
@@ -239,8 +239,20 @@ def _check_resume(ckpt, config, allow_schedule_change, step):
 # ---------------------------------------------------------------------------------------------
 # Evaluation.
 
-def evaluate(config, state, info, eval_fn, sharding, pipeline):
-  """Scores the eval split with excam_jax.evaluation.evaluate.
+def training_protocol(config, final):
+  """How an evaluation during training scores: config.eval, on the cheap working grids
+  (config.eval.train_box_grid / train_sweep_grid) except at the last step, which scores as the
+  evaluate command does."""
+  eval_config = config.get('eval')
+  if final or eval_config is None:
+    return evaluator.protocol_from_config(eval_config)
+  return evaluator.protocol_from_config(
+      eval_config, box_grid=eval_config.get('train_box_grid'),
+      sweep_grid=eval_config.get('train_sweep_grid'))
+
+
+def eval_metrics(config, state, info, eval_fn, sharding, pipeline, final=False):
+  """Scores the eval split with excam_jax.evaluation.evaluator (see training_protocol).
 
   Classification mAP always; the localization metrics too when config.eval_localization. Every
   process reads whole global batches and computes the same result.
@@ -252,8 +264,9 @@ def evaluate(config, state, info, eval_fn, sharding, pipeline):
     logits, class_maps = eval_fn(variables, images)
     return np.asarray(logits), np.asarray(class_maps)
 
-  return evaluation.evaluate(predict_fn, pipeline.eval_batches(config), info.class_names,
-                            localization=config.eval_localization)
+  return evaluator.score(predict_fn, pipeline.eval_batches(config), info.class_names,
+                         training_protocol(config, final),
+                         localization=config.eval_localization)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,7 +468,8 @@ def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_sched
         ckpt.save(step, state, config)
         saved_step = step
       if do_eval:
-        log.eval_result(step, evaluate(config, state, info, eval_fn, sharded, pipeline))
+        log.eval_result(step, eval_metrics(config, state, info, eval_fn, sharded, pipeline,
+                                           final=step == total_steps))
     if stop.signum and total_steps > start:
       _stopped(stop, total_steps, ckpt, state, config, saved_step, log)
   finally:

@@ -1,71 +1,11 @@
-r"""Ablations: trains one model per variant and writes a table of their final evaluations.
+"""Ablations: `python experiments/ablate.py --config=... --workdir=... --grid=...`.
 
-  python experiments/ablate.py --config=configs/synthetic.py --workdir=runs/ablation \
-      --grid=methods
-  python experiments/ablate.py --config=configs/voc12.py --workdir=runs/voc12_ablation \
-      --grid=num_maps --config.pretrained=/path/to/resnet101_tv_in1k.safetensors
-
-Grids (each variant is a set of config overrides on top of --config):
-  methods   WILDCAT, ex-CAM with self_drop True and False, ex-CAM with hard masks, ADL, CAM.
-  num_maps  ex-CAM (self_drop=False) and WILDCAT at M = 1, 2, 4, 8.
-  threshold ex-CAM (self_drop=False) at delta = 0.3, 0.5, 0.7 and with a learned threshold.
-
-Each variant trains in <workdir>/<variant> (an existing run resumes or is reused as is), its last
-checkpoint is evaluated (report and figures in <workdir>/<variant>/eval/), and the metrics of
-every variant are written to <workdir>/results.md and results.json. On the
-synthetic data set one variant takes about 9 minutes on 2 CPU cores.
+The command is excam_jax/ablate.py (installed as `excam-ablate`; flags and grids are described
+there); this script runs it, with the same flags, for the package installed by
+`pip install -e .`.
 """
 
-import json
-import os
-import sys
-
-from absl import flags
-from ml_collections import config_flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from excam_jax import ablation  # pylint: disable=g-import-not-at-top
-from excam_jax import cli  # pylint: disable=g-import-not-at-top
-from excam_jax import config_checks  # pylint: disable=g-import-not-at-top
-from excam_jax.errors import UserError  # pylint: disable=g-import-not-at-top
-
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Base configuration file.')
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Directory holding one run per variant.')
-_GRID = flags.DEFINE_enum('grid', 'methods', ['methods', 'num_maps', 'threshold'], 'Variants.')
-_ONLY = flags.DEFINE_list('only', [], 'Run only these variant names.')
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise UserError(f'unexpected arguments {argv[1:]}; use --config, --workdir and --grid.')
-  if _CONFIG.value is None or not _WORKDIR.value:
-    raise UserError('both --config=configs/<name>.py and --workdir=DIR are required.')
-  variants = ablation.GRIDS[_GRID.value]
-  unknown = set(_ONLY.value) - set(variants)
-  if unknown:
-    raise UserError(f'unknown variants {sorted(unknown)}; choose from {sorted(variants)}.')
-  chosen = {name: overrides for name, overrides in variants.items()
-            if not _ONLY.value or name in _ONLY.value}
-  configs = {name: ablation.variant_config(_CONFIG.value, overrides)
-             for name, overrides in chosen.items()}
-  for config in configs.values():  # Every variant checked before the first one trains.
-    config_checks.validate(config)
-  from excam_jax import train  # pylint: disable=g-import-not-at-top  # JAX.
-  results = {}
-  for name, config in configs.items():
-    cli.LOGGER.info('== %s: %s', name, chosen[name])
-    run_dir = os.path.join(_WORKDIR.value, name)
-    train.train_and_evaluate(config, run_dir)  # Resumes, or does nothing, if trained.
-    results[name] = ablation.final_metrics(run_dir)
-  with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
-  table = ablation.results_table(results, _GRID.value)
-  with open(os.path.join(_WORKDIR.value, 'results.md'), 'w') as f:
-    f.write(table)
-  print(table)
-  print(f'wrote {os.path.join(_WORKDIR.value, "results.md")} and results.json')
-
+from excam_jax import ablate
 
 if __name__ == '__main__':
-  cli.run(main, flags_parser=cli.parse_config_flags)
+  ablate.run()

@@ -12,11 +12,9 @@ Prints three figures:
 
 import io
 import os
-import sys
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags

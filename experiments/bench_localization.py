@@ -5,23 +5,26 @@ Command:
 
 Synthesises 5,823 images of VOC-like sizes with 1-3 ground-truth classes (1-2 boxes each) and
 20 class maps of 14 x 14 (Gaussian blobs on the boxes plus noise), then times
-`excam_jax.evaluation.evaluate.evaluate` with every metric: boxes, detection AP (07 and all-point),
+`excam_jax.evaluation.evaluator.score` with every metric: boxes, detection AP (07 and all-point),
 pointwise AP, CorLoc, MaxBoxAcc/V2 and expansion. Prints the wall time and the metrics.
---compare_exact=N also scores the first N images at each image's original size, to show what the
-default working grids change.
+--protocol picks the scoring: 'grid' (the in-training working grids, 128 for boxes and 32 for the
+sweep), 'exact' (each image's original size, the default of the evaluate command) or
+'wsolevaluation'. --compare_exact=N also scores the first N images at the original size and on
+the grids, to show what the grids change.
 """
 
 import argparse
 import os
 import resource
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from excam_jax.evaluation import evaluator
 
-from excam_jax.evaluation import evaluate  # pylint: disable=wrong-import-position
+PROTOCOLS = {'grid': evaluator.Protocol(box_grid=128, sweep_grid=32),
+             'exact': evaluator.Protocol(),
+             'wsolevaluation': evaluator.Protocol(maxboxacc='wsolevaluation')}
 
 SIZES = np.array([[375, 500], [500, 375], [333, 500], [500, 333], [281, 500], [480, 640]])
 
@@ -82,6 +85,7 @@ def main():
   parser.add_argument('--map', type=int, default=14)
   parser.add_argument('--batch', type=int, default=32)
   parser.add_argument('--workers', type=int, default=2)
+  parser.add_argument('--protocol', choices=sorted(PROTOCOLS), default='grid')
   parser.add_argument('--compare_exact', type=int, default=0,
                       help='Also score the first N images at original size (slow) and on the '
                            'default working grids, and print both.')
@@ -90,11 +94,12 @@ def main():
   predict = lambda index: (data['logits'][index], data['maps'][index])
   names = [f'class{c}' for c in range(20)]
   start, cpu_start = time.perf_counter(), _cpu_seconds()
-  result = evaluate.evaluate(predict, batches(data, args.batch), names, workers=args.workers)
+  result = evaluator.score(predict, batches(data, args.batch), names, PROTOCOLS[args.protocol],
+                           workers=args.workers)
   seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
   pairs = int((data['label'] > 0).sum())
   print(f'localization evaluation: {args.images} images x 20 classes, {args.map}x{args.map} maps, '
-        f'{pairs} (image, class) samples, workers={args.workers}: {seconds:.1f} s wall, '
+        f'{pairs} (image, class) samples, protocol {args.protocol}, workers={args.workers}: {seconds:.1f} s wall, '
         f'{cpu:.1f} s CPU (this process and its workers), load average '
         f'{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
   for key, value in result.items():
@@ -102,10 +107,11 @@ def main():
       print(f'  {key}: {value}')
   if args.compare_exact:
     subset = {k: v[:args.compare_exact] for k, v in data.items()}
-    grid = evaluate.evaluate(predict, batches(subset, args.batch), names, workers=args.workers)
+    grid = evaluator.score(predict, batches(subset, args.batch), names, PROTOCOLS['grid'],
+                           workers=args.workers)
     start = time.perf_counter()
-    exact = evaluate.evaluate(predict, batches(subset, args.batch), names, box_grid=None,
-                              sweep_grid=None, workers=args.workers)
+    exact = evaluator.score(predict, batches(subset, args.batch), names, PROTOCOLS['exact'],
+                            workers=args.workers)
     seconds = time.perf_counter() - start
     print(f'first {args.compare_exact} images, working grids vs original size '
           f'(original size took {seconds:.1f} s):')

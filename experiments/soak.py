@@ -25,7 +25,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 ARGS = ['--config=configs/tiny.py', '--config.checkpoint_every_steps=2',
         '--config.eval_every_steps=1000', '--config.log_every_steps=1',

@@ -72,20 +72,26 @@ class TestComponents:
     rng = np.random.default_rng(0)
     maps = rng.normal(size=(5, 9, 11))
     comps = boxes.components(maps > 0.3)
-    largest = boxes.largest_per_map(comps, 5)
     for i in range(5):
       expected = boxes.cam_to_boxes(maps[i], 0.3)
       mine = comps.boxes[comps.map_index == i]
       assert sorted(map(tuple, mine.tolist())) == sorted(expected)
-      assert tuple(comps.boxes[largest[i]]) == expected[0]
+      largest = np.argmax(comps.area[comps.map_index == i])  # First of the largest, as expected.
+      assert tuple(mine[largest]) == expected[0]
 
   def test_empty_stack(self):
     comps = boxes.components(np.zeros((0, 3, 3), dtype=bool))
     assert comps.boxes.shape == (0, 4) and len(comps.area) == 0
 
-  def test_largest_per_map_without_components(self):
-    comps = boxes.components(np.zeros((2, 3, 3), dtype=bool))
-    np.testing.assert_array_equal(boxes.largest_per_map(comps, 2), [-1, -1])
+  def test_map_to_boxes_is_upsample_then_components(self):
+    """A 2 x 2 map with one hot cell, upsampled to 4 x 8: z = -5 + 10 R[i] C[j], with the first
+    input cell's weights R = (1, .75, .25, 0) over rows and C = (1, 1, .875, .625, .375, .125,
+    0, 0) over columns. z > 0 where R C > 0.5: row 0 columns 0-3, row 1 columns 0-2 (C > 2/3),
+    no pixel of rows 2-3: one component, box (x1, y1, x2, y2) = (0, 0, 3, 1)."""
+    cam = np.array([[5.0, -5.0], [-5.0, -5.0]])
+    got = boxes.map_to_boxes(cam, 4, 8, 0.0)
+    want = boxes.cam_to_boxes(boxes.upsample(cam, 4, 8), 0.0)
+    assert got == want == [(0, 0, 3, 1)]
 
 
 class TestConversions:

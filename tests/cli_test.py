@@ -133,10 +133,10 @@ def test_disk_full_escaping_a_command_is_one_line(tmp_path):
 
 def test_a_parts_run_and_its_evaluation_never_load_tensorflow(tmp_path):
   runner = ('import sys\nfrom configs import tiny\nfrom excam_jax import train\n'
-            'from excam_jax.evaluation import evaluate\n'
+            'from excam_jax.evaluation import runner\n'
             'config = tiny.get_config()\nconfig.num_epochs = 1\n'
             'train.train_and_evaluate(config, sys.argv[1])\n'
-            'evaluate.evaluate_checkpoint(sys.argv[1], figures=1, workers=0)\n'
+            'runner.evaluate_checkpoint(sys.argv[1], figures=1, workers=0)\n'
             'print("tensorflow loaded:", "tensorflow" in sys.modules)\n')
   result = subprocess.run([sys.executable, '-c', runner, str(tmp_path / 'run')],
                           capture_output=True, text=True, cwd=cli_util.REPO,

@@ -10,7 +10,10 @@ import pytest
 import cli_util
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes
-from excam_jax.evaluation import evaluate
+from excam_jax.evaluation import evaluator
+from excam_jax.evaluation import report
+from excam_jax.evaluation import runner
+from excam_jax.evaluation import sweep
 from excam_jax.evaluation import metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +48,13 @@ def _fixed_outputs():
   return predict, batch
 
 
+def _score(predict, batches, names, *, box_grid=None, sweep_grid=None, sweep_step=0.01,
+           localization=True, workers=0):
+  protocol = evaluator.Protocol(box_grid=box_grid, sweep_grid=sweep_grid, sweep_step=sweep_step)
+  return evaluator.score(predict, batches, names, protocol, localization=localization,
+                         workers=workers)
+
+
 def _split(batch, parts):
   """Splits a batch into consecutive smaller batches of the given sizes."""
   start = 0
@@ -63,7 +73,7 @@ def test_metrics_by_hand(grids):
   So V1 peaks at tau = .25 with accuracy 1; V2's delta .3 already at tau = 0.
   """
   predict, batch = _fixed_outputs()
-  result = evaluate.evaluate(predict, _split(batch, [1, 2]), NAMES, box_grid=grids[0],
+  result = _score(predict, _split(batch, [1, 2]), NAMES, box_grid=grids[0],
                              sweep_grid=grids[1], sweep_step=0.25, workers=0)
   assert result['num_examples'] == 2
   for key in ('classification_map', 'localization_ap', 'localization_ap_07', 'pointwise_ap',
@@ -84,7 +94,7 @@ def test_misses_and_false_positives():
   logits, maps = predict(np.arange(3))
   maps[0, :, :, 0] = maps[0, ::-1, ::-1, 0]  # Blob in the bottom-right: box (2, 2, 3, 3).
   shifted = lambda index: (logits[index], maps[index])
-  result = evaluate.evaluate(shifted, _split(batch, [3]), NAMES, box_grid=None, sweep_grid=None,
+  result = _score(shifted, _split(batch, [3]), NAMES, box_grid=None, sweep_grid=None,
                              sweep_step=0.25, workers=0)
   assert result['per_class']['localization_ap'] == [0.0, 1.0]
   assert result['per_class']['corloc'] == [0.0, 1.0]
@@ -95,14 +105,14 @@ def test_misses_and_false_positives():
 
 def test_process_pool_gives_the_same_numbers():
   predict, batch = _fixed_outputs()
-  inline = evaluate.evaluate(predict, _split(batch, [1, 2]), NAMES, sweep_step=0.25, workers=0)
-  pooled = evaluate.evaluate(predict, _split(batch, [1, 2]), NAMES, sweep_step=0.25, workers=2)
+  inline = _score(predict, _split(batch, [1, 2]), NAMES, sweep_step=0.25, workers=0)
+  pooled = _score(predict, _split(batch, [1, 2]), NAMES, sweep_step=0.25, workers=2)
   assert pooled == inline
 
 
 def test_classification_only():
   predict, batch = _fixed_outputs()
-  result = evaluate.evaluate(predict, _split(batch, [3]), NAMES, localization=False)
+  result = _score(predict, _split(batch, [3]), NAMES, localization=False)
   assert set(result) == {'num_examples', 'classification_map', 'per_class'}
   assert result['per_class'] == {'classification_ap': [1.0, 1.0]}
 
@@ -111,49 +121,54 @@ def test_nan_maps_are_a_clear_error():
   predict, batch = _fixed_outputs()
   batch['mask'][2] = 1.0  # The NaN row is now a real example.
   with pytest.raises(UserError, match='NaN'):
-    evaluate.evaluate(predict, _split(batch, [3]), NAMES, workers=0)
+    _score(predict, _split(batch, [3]), NAMES, workers=0)
 
 
 def test_class_count_mismatch():
   predict, batch = _fixed_outputs()
   with pytest.raises(UserError, match='classes'):
-    evaluate.evaluate(predict, _split(batch, [3]), ['a', 'b', 'c'], workers=0)
+    _score(predict, _split(batch, [3]), ['a', 'b', 'c'], workers=0)
 
 
 def test_class_without_examples_is_nan_not_zero():
   predict, batch = _fixed_outputs()
   batch['box_labels'][1, 0] = 0  # Image 1 now holds class 0 (a miss); class 1 has no boxes.
   batch['label'][1] = (1, 0)
-  result = evaluate.evaluate(predict, _split(batch, [3]), NAMES, workers=0)
+  result = _score(predict, _split(batch, [3]), NAMES, workers=0)
   assert math.isnan(result['per_class']['corloc'][1])
   assert result['per_class']['corloc'][0] == pytest.approx(0.5)
 
 
 def test_markdown_report_names_protocols_and_voc_references():
   predict, batch = _fixed_outputs()
-  result = evaluate.evaluate(predict, _split(batch, [3]), NAMES, workers=0)
-  names20 = list(evaluate.VOC_CLASSES)
+  result = _score(predict, _split(batch, [3]), NAMES, workers=0)
+  names20 = list(report.VOC_CLASSES)
   result['per_class'] = {k: v + [float('nan')] * 18 for k, v in result['per_class'].items()}
-  text = evaluate.markdown_report(result, names20, 'voc/2012', 'validation', 7)
+  result['protocol'] = evaluator.Protocol(box_grid=None, maxboxacc='wsolevaluation').describe()
+  text = report.markdown_report(result, names20, 'voc/2012', 'validation', 7)
   assert 'step 7' in text and 'VOC detection AP, all-point' in text
+  assert 'Scored with: threshold = 0.0; box_grid = original size; maxboxacc = wsolevaluation' in text
+  assert 'sweep_grid = 224 x 224 (cubic); sweep_step = 0.001' in text
   assert 'ex-CAM 0.70' in text and 'WILDCAT 82.9' in text  # Summary references.
-  assert 'ex-CAM (thesis T1) [localization_ap]' in text  # Per-class reference columns.
+  assert 'split and protocol not stated' in text  # The thesis's localization AP, labelled.
+  # Per-class reference columns, labelled with their protocol.
+  assert 'ex-CAM (thesis T1, protocol not stated) [localization_ap]' in text
   aeroplane = next(line for line in text.splitlines() if line.startswith('| aeroplane'))
   assert aeroplane.endswith('| 0.80 | 0.61 | 1.00 |')
   assert '| cat | n/a |' in text
-  parts = evaluate.markdown_report(result, names20, 'parts', 'validation', 7)
+  parts = report.markdown_report(result, names20, 'parts', 'validation', 7)
   assert 'thesis' not in parts  # No reference numbers for the parts data set.
 
 
 def test_jsonable_turns_nan_into_null():
-  got = evaluate._jsonable({'a': float('nan'), 'b': [np.float32(0.5), np.int64(3)], 'c': 'x'})
+  got = report.jsonable({'a': float('nan'), 'b': [np.float32(0.5), np.int64(3)], 'c': 'x'})
   assert json.dumps(got) == '{"a": null, "b": [0.5, 3], "c": "x"}'
 
 
 def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
   """A tiny run's checkpoint is restored with its config and scored on the parts data set."""
   config = write_tiny_checkpoint(tmp_path, 5)
-  out = evaluate.evaluate_checkpoint(str(tmp_path), figures=2, workers=0)
+  out = runner.evaluate_checkpoint(str(tmp_path), figures=2, workers=0)
   assert out == os.path.join(str(tmp_path), 'eval', '5')
   assert sorted(os.listdir(out)) == ['ap_bars.png', 'boxes.png', 'cams.png', 'metrics.json',
                                      'tables.md']
@@ -168,7 +183,7 @@ def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
   with open(os.path.join(out, 'tables.md')) as f:
     assert 'parts data set: fraction of body pixels' in f.read()
   # The other split goes to its own folder.
-  other = evaluate.evaluate_checkpoint(str(tmp_path), split='test', figures=0, workers=0)
+  other = runner.evaluate_checkpoint(str(tmp_path), split='test', figures=0, workers=0)
   assert other == os.path.join(out, 'test')
 
 
@@ -182,15 +197,15 @@ def test_load_compare(tmp_path):
   folder.mkdir(parents=True)
   (folder / 'metrics.json').write_text(json.dumps(
       {'per_class': {'localization_ap': [0.5, None], 'localization_ap_07': [0.25, 0.75]}}))
-  name, values = evaluate.load_compare(str(folder / 'metrics.json'), 2)
+  name, values = report.load_compare(str(folder / 'metrics.json'), 2)
   assert name == 'wildcat_run' and values[0] == 0.5 and math.isnan(values[1])
-  assert evaluate.load_compare(str(folder / 'metrics.json'), 2, 'localization_ap_07')[1] == [
+  assert report.load_compare(str(folder / 'metrics.json'), 2, 'localization_ap_07')[1] == [
       0.25, 0.75]
   with pytest.raises(UserError, match='same data set'):
-    evaluate.load_compare(str(folder / 'metrics.json'), 3)
+    report.load_compare(str(folder / 'metrics.json'), 3)
   (tmp_path / 'bad.json').write_text('{')
   with pytest.raises(UserError, match='metrics.json'):
-    evaluate.load_compare(str(tmp_path / 'bad.json'), 2)
+    report.load_compare(str(tmp_path / 'bad.json'), 2)
 
 
 class TestSweep:
@@ -198,7 +213,7 @@ class TestSweep:
   def test_second_peak_by_hand(self):
     maps = np.array([[[0, 1, 0, 0], [0, 0, 0, 3], [2, 0, 0, 0]],
                      [[0, 1, 2, 3], [1, 2, 3, 4], [2, 3, 4, 5]]], np.float32)
-    np.testing.assert_array_equal(evaluate.second_peak(maps), [2, -np.inf])
+    np.testing.assert_array_equal(sweep.second_peak(maps), [2, -np.inf])
 
   def test_matches_labelling_every_threshold(self):
     """The shortcut above the second peak gives what labelling every (tau, map) gives."""
@@ -211,7 +226,7 @@ class TestSweep:
     gt = np.tile(np.array([[[2, 3, 15, 12], [0, 0, 5, 5]]]), (6, 1, 1))
     valid = np.array([[True, True]] * 5 + [[True, False]])
     taus = np.arange(0, 1, 0.05)
-    v1, v2 = evaluate._sweep_ious(maps, heights, widths, gt, valid, taus, 9)
+    v1, v2 = sweep.exact_ious(maps, heights, widths, gt, valid, taus, 9)
     grids = boxes.normalize_minmax(boxes.upsample(maps, 9, 9))
     for p in range(6):
       for t, tau in enumerate(taus):

@@ -77,5 +77,10 @@ def main(argv):
   prepare(_DATASET.value, _DATA_DIR.value, _MANUAL_DIR.value)
 
 
-if __name__ == '__main__':
+def run():
+  """The excam-prepare console script."""
   cli.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,4 +1,4 @@
-"""From class maps to boxes (SPEC section 4).
+"""From class maps to boxes: the one path (`map_to_boxes`) and its batched pieces.
 
 Box conventions. Inside the code boxes are TFDS-normalised [ymin, xmin, ymax, xmax] in [0, 1].
 The public functions of this module and of metrics.py take and give inclusive pixel boxes
@@ -145,6 +145,16 @@ def cam_to_boxes(cam, threshold):
   return [tuple(int(v) for v in comps.boxes[i]) for i in order]
 
 
+def map_to_boxes(class_map, height, width, threshold=0.0):
+  """The one path from a class map to boxes: what the metrics, the figures and `localize` use.
+
+  The map (h, w) is upsampled bilinearly to the original image size (height, width), cells with
+  z > threshold (z > 0 is sigma(z) > 0.5) form 8-connected components, and each gives an
+  inclusive pixel box of the original image, largest component first (see `cam_to_boxes`).
+  """
+  return cam_to_boxes(upsample(class_map, int(height), int(width)), threshold)
+
+
 class Components(NamedTuple):
   """Connected components of a stack of masks, in raster order of their first pixel.
 
@@ -207,20 +217,6 @@ def grid_boxes_to_pixels(boxes, grid_height, grid_width, height, width):
   boxes = np.asarray(boxes)
   normalized = pixels_to_normalized(boxes, grid_height, grid_width)
   return normalized_to_pixels(normalized, height, width)
-
-
-def largest_per_map(comps, num_maps):
-  """Index into `comps` of each map's largest component (first in raster order on ties), or -1."""
-  best = np.full(num_maps, -1, dtype=np.int64)
-  if len(comps.area) == 0:
-    return best
-  # Sort by (map, -area, raster order); the first entry of each map is its largest component.
-  order = np.lexsort((np.arange(len(comps.area)), -comps.area, comps.map_index))
-  maps = comps.map_index[order]
-  first = np.ones(len(order), dtype=bool)
-  first[1:] = maps[1:] != maps[:-1]
-  best[maps[first]] = order[first]
-  return best
 
 
 def normalize_minmax(maps):

@@ -1,0 +1,54 @@
+"""Measures only the parts data set allows: where the class maps lie on body, part, background.
+
+Each evaluated example is regenerated with its body and part masks (excam_jax.data.synthetic
+.render); for every (image, ground-truth class) the class map, upsampled to the native image size,
+is scored by metrics.mask_measures at z > 0. An accumulator like evaluator.Evaluator, fed in the
+same pass over the data.
+"""
+
+import numpy as np
+
+from excam_jax.data import synthetic
+from excam_jax.evaluation import boxes as boxlib
+from excam_jax.evaluation import metrics
+from excam_jax.evaluation.evaluator import nanmean
+
+MEASURES = ('body_coverage', 'part_coverage', 'background_activation', 'map_precision')
+
+
+class PartsMeasures:
+  """Body/part coverage, background activation and map precision over batches.
+
+  Args:
+    parts_config: the config's `parts` section (seed, preset, num_classes, image_size).
+    split: the split the batches come from.
+  """
+
+  def __init__(self, parts_config, split):
+    self.p, self.split = parts_config, split
+    self.samples = []
+
+  def add(self, batch, class_maps):
+    """Adds the real rows of one batch and the model's class maps (B, h, w, C) on all rows."""
+    p = self.p
+    keep = np.flatnonzero(np.asarray(batch['mask']) > 0)
+    for i, image_id in zip(keep, np.asarray(batch['image_id'])[keep]):
+      ex = synthetic.render(p.seed, self.split, int(image_id), p.preset, p.num_classes,
+                            p.image_size)
+      size = ex['image'].shape[:2]
+      maps = boxlib.upsample(np.moveaxis(np.asarray(class_maps[i]), -1, 0), *size)
+      occupied = ex['body_masks'].any(axis=0) | ex['part_masks'].any(axis=0)
+      for c in np.unique(ex['labels']):
+        mine = ex['labels'] == c
+        self.samples.append(metrics.mask_measures(maps[c], ex['body_masks'][mine].any(axis=0),
+                                                  ex['part_masks'][mine].any(axis=0),
+                                                  ~occupied))
+
+  def compute(self):
+    """'parts_<measure>' means over samples (NaN ones left out) and 'parts_argmax_in'
+    (fractions of samples whose argmax falls on the part, body or outside)."""
+    out = {f'parts_{key}': nanmean([s[key] for s in self.samples]) for key in MEASURES}
+    where = [s['argmax_in'] for s in self.samples]
+    out['parts_argmax_in'] = {k: where.count(k) / max(len(where), 1)
+                              for k in ('part', 'body', 'outside')}
+    return out

@@ -1,0 +1,166 @@
+"""Restore, one prediction pass, metrics + parts measures + figures + report: the body of the
+evaluate command (excam_jax/evaluate.py) and of the ablations' final evaluations.
+
+Kept apart from the command module, which defines command-line flags, so that other commands
+(ablate) can call it.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from excam_jax import files
+from excam_jax.errors import UserError
+
+
+def make_predict_fn(model, variables):
+  """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`."""
+  import jax  # pylint: disable=g-import-not-at-top  # Only where a model runs.
+
+  @jax.jit
+  def forward(variables, images):
+    logits, aux = model.apply(variables, images, train=False)
+    return logits.astype('float32'), aux['class_maps'].astype('float32')
+
+  def predict_fn(images):
+    logits, class_maps = forward(variables, np.asarray(images, np.float32))
+    return np.asarray(logits), np.asarray(class_maps)
+
+  return predict_fn
+
+
+class _Examples:
+  """The first `count` real examples of the pass, with the model's outputs, for the figures."""
+
+  def __init__(self, count):
+    self.count, self.taken = count, []
+
+  def add(self, batch, logits, class_maps):
+    have = sum(len(t['mask']) for t in self.taken)
+    if have >= self.count:
+      return
+    keep = np.flatnonzero(np.asarray(batch['mask']) > 0)[:self.count - have]
+    fields = {k: np.asarray(v)[keep] for k, v in batch.items()}
+    fields.update(logits=np.asarray(logits)[keep], class_maps=np.asarray(class_maps)[keep])
+    self.taken.append(fields)
+
+  def batch(self):
+    return {k: np.concatenate([t[k] for t in self.taken]) for k in self.taken[0]}
+
+
+def write_figures(out_dir, examples, class_names, per_class, dataset, threshold, compare=None):
+  """Writes ap_bars.png, boxes.png and cams.png; boxes come from boxes.map_to_boxes at the
+  original size (what the metrics scored), drawn scaled onto the model's input image."""
+  from excam_jax import visualize  # pylint: disable=g-import-not-at-top  # matplotlib.
+  from excam_jax.data import image_ops  # pylint: disable=g-import-not-at-top
+  from excam_jax.evaluation import boxes as boxlib  # pylint: disable=g-import-not-at-top
+  from excam_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  metric = report.bar_metric(dataset)
+  runs = {'ours': per_class[metric]}
+  if compare:
+    runs[compare[0]] = compare[1]
+  runs.update(report.PER_CLASS_REFERENCES.get(dataset, {}).get(metric, {}))
+  visualize.save_ap_bars(os.path.join(out_dir, 'ap_bars.png'), class_names, runs,
+                         title=f'{metric} per class, {dataset}', ylabel=metric)
+  images = np.clip(image_ops.denormalize(examples['image']), 0, 1)
+  size = images.shape[1]
+  box_panels, cam_panels, box_titles, cam_titles = [], [], [], []
+  for i, image in enumerate(images):
+    height, width = (int(v) for v in examples['orig_size'][i])
+    to_input = np.array([size / width, size / height, size / width, size / height])
+    labels = examples['box_labels'][i]
+    gt = boxlib.normalized_to_pixels(examples['boxes'][i][labels >= 0], size, size)
+    logits, maps = examples['logits'][i], np.moveaxis(examples['class_maps'][i], -1, 0)
+    predicted = np.flatnonzero(logits > 0)
+    pred = [tuple(np.floor(np.asarray(b) * to_input).astype(int))
+            for c in predicted for b in boxlib.map_to_boxes(maps[c], height, width, threshold)]
+    box_panels.append(visualize.overlay_boxes(image, gt, pred))
+    box_titles.append(', '.join(class_names[c] for c in predicted) or '(none predicted)')
+    shown = boxlib.upsample(maps, size, size)
+    for c in sorted(set(labels[labels >= 0].tolist()) | set(predicted.tolist())):
+      cam_panels.append(visualize.overlay_cam(image, 1.0 / (1.0 + np.exp(-shown[c]))))
+      cam_titles.append(f'{i}: {class_names[c]} s={1.0 / (1.0 + np.exp(-logits[c])):.2f}')
+  visualize.save_panels(os.path.join(out_dir, 'boxes.png'), box_panels, box_titles)
+  visualize.save_panels(os.path.join(out_dir, 'cams.png'), cam_panels, cam_titles)
+
+
+def _with_eval_split(config, split):
+  """A copy of `config` whose eval_split is `split` (so dataset_info checks that split)."""
+  config = config.copy_and_resolve_references()
+  config.eval_split = split
+  return config
+
+
+def _output_dir(workdir, step, split, config, output):
+  out_dir = output or os.path.join(workdir, 'eval', str(step))
+  if not output and split != config.eval_split:
+    out_dir = os.path.join(out_dir, split)
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f'the output {out_dir} is a file, not a directory; pass another --output.')
+  files.check_writable(out_dir, f'cannot write to {out_dir}; pass a writable --output.')
+  return out_dir
+
+
+def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0,
+                        output=None, protocol=None):
+  """Restores a run's checkpoint and config, evaluates a split in one pass, writes the report.
+
+  Every argument is checked, and the output folder made and probed, before the model runs.
+
+  Args:
+    workdir: the run.
+    split: the split; the config's eval_split if None.
+    step: the checkpoint step; the latest readable one if None.
+    compare: another run's metrics.json for ap_bars.png.
+    figures: examples drawn in boxes.png and cams.png (0: no figures).
+    workers: processes for the MaxBoxAcc sweep.
+    output: output folder (default <workdir>/eval/<step>[/<split>]).
+    protocol: overrides of config.eval's protocol fields (a dict; None values are ignored).
+
+  Returns:
+    The output directory, holding metrics.json, tables.md and the figures.
+  """
+  from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top  # JAX, Orbax.
+  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from excam_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
+  from excam_jax.evaluation import parts  # pylint: disable=g-import-not-at-top
+  from excam_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+  from excam_jax.models import network  # pylint: disable=g-import-not-at-top
+  config, variables, step = checkpoints.restore(workdir, step)
+  split = split or config.eval_split
+  info = pipeline.dataset_info(_with_eval_split(config, split))  # Checks the split.
+  scoring = evaluator.protocol_from_config(config.get('eval'), **(protocol or {}))
+  other = (report.load_compare(compare, info.num_classes, report.bar_metric(config.dataset))
+           if compare else None)
+  out_dir = _output_dir(workdir, step, split, config, output)
+  predict_fn = make_predict_fn(network.create_model(config.model, info.num_classes), variables)
+  pool = evaluator.sweep_pool(workers)
+  try:
+    scorer = evaluator.Evaluator(info.class_names, scoring, pool=pool)
+    measures = parts.PartsMeasures(config.parts, split) if config.dataset == 'parts' else None
+    examples = _Examples(figures)
+    for batch in pipeline.eval_batches(config, split):
+      if not np.any(np.asarray(batch['mask']) > 0):
+        continue
+      logits, class_maps = predict_fn(batch['image'])
+      scorer.add(batch, logits, class_maps)
+      if measures:
+        measures.add(batch, class_maps)
+      examples.add(batch, logits, class_maps)
+    result = scorer.compute()
+  finally:
+    if pool is not None:
+      pool.shutdown()
+  if measures:
+    result.update(measures.compute())
+  result.update(dataset=config.dataset, split=split, step=int(step),
+                protocol=scoring.describe(), metrics=report.METRICS)
+  files.write_text(os.path.join(out_dir, 'metrics.json'),
+                   json.dumps(report.jsonable(result), indent=2))
+  files.write_text(os.path.join(out_dir, 'tables.md'),
+                   report.markdown_report(result, info.class_names, config.dataset, split, step))
+  if figures > 0 and examples.taken:
+    write_figures(out_dir, examples.batch(), info.class_names, result['per_class'],
+                  config.dataset, scoring.threshold, other)
+  return out_dir
