@@ -15,7 +15,7 @@ from ml_collections.config_dict import placeholder
 
 
 def get_config():
-  """Returns the VOC 2012 configuration (WILDCAT schedule, SPEC defaults)."""
+  """Returns the VOC 2012 configuration (WILDCAT schedule, the defaults of docs/method.md)."""
   config = ml_collections.ConfigDict()
 
   # Data.

@@ -4,7 +4,7 @@ Each image is a smooth random colour field with small clutter shapes and 1-3 obj
 classes. An object is a large striped **body** (an ellipse, or a rounded rectangle with probability
 0.3) plus a small square **part** whose colour and pattern depend on the class. In the `main`,
 `hard` and `small` presets every class shares the body's look, so a classifier can win by looking at
-the part alone while the ground-truth box covers the whole object (see PARTS.md for the presets).
+the part alone while the ground-truth box covers the whole object (the presets are described below).
 
 Geometry is given at the 96-px scale of the design notes and scaled to the native image size.
 Every example is a pure function of (seed, split, index, preset, num_classes, image_size), so

@@ -1,4 +1,4 @@
-"""Classification and localization metrics (SPEC section 5), pure numpy.
+"""Classification and localization metrics (docs/method.md), pure numpy.
 
 Boxes here are inclusive pixel boxes (x1, y1, x2, y2); areas and IoU use the PASCAL VOC
 "+1" convention: a box covers (x2 - x1 + 1) * (y2 - y1 + 1) pixels.
@@ -419,7 +419,7 @@ class MaxBoxAcc:
 
 
 def mask_measures(cam, body, part, background, threshold=0.0):
-  """Coverage measures of one class map against an object's body and part masks (PARTS.md).
+  """Coverage measures of one class map against an object's body and part masks (the parts data set of excam_jax/data/synthetic.py).
 
   With A = {cam > threshold}: body_coverage = |A n body| / |body|, part_coverage =
   |A n part| / |part|, background_activation = |A n background| / |background|,
