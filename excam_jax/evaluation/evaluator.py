@@ -120,24 +120,23 @@ def _stack_components(stacks, masks_of, heights, widths):
   """Components of every stack of maps, with boxes in original pixels.
 
   Args:
-    stacks: list of (P_i, G_h, G_w) maps; together they hold the P maps in order.
+    stacks: list of (indices, (P_i, G_h, G_w) maps) covering the P maps (sweep.grid_maps).
     masks_of: maps (P_i, G_h, G_w) -> masks (T, P_i, G_h, G_w).
     heights, widths: (P,) original size of each map's image.
 
   Returns:
     (threshold index, map index in 0..P-1, area, pixel boxes (K, 4)) of every component.
   """
-  taus, pairs, areas, pixels, offset = [], [], [], [], 0
-  for stack in stacks:
+  taus, pairs, areas, pixels = [], [], [], []
+  for index, stack in stacks:
     comps = boxlib.components(masks_of(stack))
     count = stack.shape[0]
-    pair = comps.map_index % count + offset
+    pair = index[comps.map_index % count]
     taus.append(comps.map_index // count)
     pairs.append(pair)
     areas.append(comps.area)
     pixels.append(boxlib.grid_boxes_to_pixels(comps.boxes, stack.shape[1], stack.shape[2],
                                               heights[pair], widths[pair]).reshape(-1, 4))
-    offset += count
   return tuple(np.concatenate(x) for x in (taus, pairs, areas, pixels))
 
 

@@ -22,10 +22,19 @@ PROTOCOLS = config_checks.MAXBOXACC
 
 
 def grid_maps(maps, grid, heights, widths):
-  """Upsamples maps (P, h, w) to [(P, grid, grid)], or to [(1, H_p, W_p)] when grid is None."""
+  """Upsamples maps (P, h, w) for labelling: [(indices, stack)] covering the P maps.
+
+  With a grid, one (arange(P), (P, grid, grid)) stack; with grid None, each map at its image's
+  original size, maps of equally sized images stacked together (one labelling call per size).
+  """
   if grid is not None:
-    return [boxlib.upsample(maps, grid, grid)]
-  return [boxlib.upsample(m[None], int(h), int(w)) for m, h, w in zip(maps, heights, widths)]
+    return [(np.arange(len(maps)), boxlib.upsample(maps, grid, grid))]
+  sizes = np.stack([np.asarray(heights), np.asarray(widths)], axis=1).astype(np.int64)
+  out = []
+  for size in np.unique(sizes, axis=0):
+    index = np.flatnonzero((sizes == size).all(axis=1))
+    out.append((index, boxlib.upsample(maps[index], int(size[0]), int(size[1]))))
+  return out
 
 
 def pair_iou(pred, truth_boxes, truth_valid):
@@ -97,14 +106,13 @@ def exact_ious(maps, heights, widths, gt, valid, taus, grid):
     all components' boxes (v2) at each tau; 0 where no component exists.
   """
   num_pairs, num_taus = len(maps), len(taus)
-  parts, offset = [], 0
-  for stack in grid_maps(maps, grid, heights, widths):
+  parts = []
+  for index, stack in grid_maps(maps, grid, heights, widths):
     tau, pair, area, boxes = _sweep_components(boxlib.normalize_minmax(stack), taus)
-    pair = pair + offset
+    pair = index[pair]
     pix = boxlib.grid_boxes_to_pixels(boxes, stack.shape[1], stack.shape[2], heights[pair],
                                       widths[pair]).reshape(-1, 4)
     parts.append((tau, pair, area, pix))
-    offset += len(stack)
   tau, pair, area, pix = (np.concatenate(x) for x in zip(*parts))
   iou = best_iou(pix, gt[pair], valid[pair])
   v2 = np.zeros((num_taus, num_pairs))
