@@ -12,7 +12,9 @@ each sample, with the place each comes from:
    (a 224 x 224 CAM is returned unchanged by OpenCV).
 3. Normalise (inference.py `normalize_scoremap`): if the resized map holds any NaN, or is
    constant (min == max), it becomes all zeros; otherwise `(map - min) / max(map - min)`, so its
-   maximum is exactly 1.0.
+   maximum is exactly 1.0. The test is on the resized map: a constant input such as 0.7 picks
+   up a 1-ulp ripple in the cubic resize and that ripple is stretched to [0, 1] (as in
+   wsolevaluation), while 0, 1 or 5 stay exactly constant and are zeroed.
 4. Quantise (evaluation.py `compute_bboxes_from_scoremaps`): `(map * 255).astype(uint8)`,
    i.e. truncation, so 0.5 becomes 127.
 5. CAM thresholds (evaluation.py `evaluate_wsol` / inference.py `CAMComputer`):
@@ -216,12 +218,8 @@ def boxes_at_thresholds(scoremap, cam_thresholds, multi_contour=False):
   counts = np.bincount(quantised.reshape(-1), minlength=256)
   above = counts[::-1].cumsum()[::-1]  # above[v] = number of pixels with value >= v.
   pixels_above = np.append(above, 0)[levels + 1]  # pixels with value > level.
-  distinct, mask_index = np.unique(pixels_above, return_inverse=True)
-  boxes = []
-  for count in distinct:
-    level = levels[np.flatnonzero(pixels_above == count)[0]]
-    mask = (quantised > level).astype(np.uint8)
-    boxes.append(_boxes_of_mask(mask, multi_contour))
+  _, first, mask_index = np.unique(pixels_above, return_index=True, return_inverse=True)
+  boxes = [_boxes_of_mask((quantised > levels[i]).astype(np.uint8), multi_contour) for i in first]
   return boxes, mask_index.reshape(-1)
 
 
