@@ -128,12 +128,16 @@ def test_scan_equals_unrolled_python_loop():
     np.testing.assert_array_equal(scan, loop)
 
 
+def excam_head(num_classes=3, num_maps=3, **knobs):
+  return wildcat.WildcatHead(num_classes=num_classes, num_maps=num_maps,
+                             transform=excam.SequentialDropout(**knobs))
+
+
 @pytest.mark.parametrize('learn', ['scalar', 'per_class'])
 def test_learned_threshold_gets_gradient_only_through_straight_through(learn):
   features = jax.random.normal(jax.random.key(0), (2, 4, 4, 6))
   for straight_through, expect_nonzero in ((True, True), (False, False)):
-    head = wildcat.WildcatHead(num_classes=3, num_maps=3, method='excam',
-                               learn_threshold=learn, straight_through=straight_through)
+    head = excam_head(learn_threshold=learn, straight_through=straight_through)
     params = head.init(jax.random.key(1), features)['params']
     np.testing.assert_allclose(params['threshold'], 0.0)  # logit(0.5)
     grads = jax.grad(lambda p: head.apply({'params': p}, features)[0].sum())(params)
@@ -143,11 +147,70 @@ def test_learned_threshold_gets_gradient_only_through_straight_through(learn):
 
 def test_head_threshold_from_delta():
   features = jax.random.normal(jax.random.key(0), (1, 3, 3, 4))
-  head = wildcat.WildcatHead(num_classes=2, num_maps=3, method='excam', drop_threshold=0.7)
+  head = excam_head(num_classes=2, drop_threshold=0.7)
   variables = head.init(jax.random.key(1), features)
   _, aux = head.apply(variables, features)
   t = np.log(0.7 / 0.3)
   np.testing.assert_allclose(aux['dropped_maps'], reference(aux['maps'], t, True),
                              rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(aux['class_maps'], aux['dropped_maps'].mean(-1), rtol=1e-6)
-  np.testing.assert_allclose(aux['class_maps_undropped'], aux['maps'].mean(-1), rtol=1e-6)
+  assert 'class_maps_undropped' not in aux
+
+
+@pytest.mark.parametrize('self_drop, dropped, logit', [
+    # F per cell (map 0, map 1): (2, -0.5) and (-2, 1.5); t = 0 gives D = (0, 1) and (1, 0).
+    (True, [[2., 0.], [0., 0.]], (1.0 + 0.0) / 2),      # F'_2 = D_1 D_2 F_2 = 0 in both cells.
+    (False, [[2., 0.], [0., 1.5]], (1.0 + 0.75) / 2),   # F'_2 = D_1 F_2: (0, 1.5).
+])
+def test_head_with_sequential_dropout_literal(self_drop, dropped, logit):
+  # Two cells with feature 1 and -1; conv kernel (2, -1), bias (0, 0.5); C = 1, M = 2.
+  head = wildcat.WildcatHead(num_classes=1, num_maps=2, kmax=1, kmin=1, alpha=1.0,
+                             transform=excam.SequentialDropout(self_drop=self_drop))
+  features = jnp.array([1., -1.]).reshape(1, 1, 2, 1)
+  params = {'classifier': {'kernel': jnp.array([2., -1.]).reshape(1, 1, 1, 2),
+                           'bias': jnp.array([0., 0.5])}}
+  logits, aux = head.apply({'params': params}, features)
+  np.testing.assert_array_equal(aux['maps'].reshape(2, 2), [[2., -0.5], [-2., 1.5]])
+  np.testing.assert_array_equal(aux['dropped_maps'].reshape(2, 2), dropped)
+  np.testing.assert_array_equal(
+      aux['dropped_maps'], excam.sequential_dropout(aux['maps'], 0.0, self_drop=self_drop))
+  np.testing.assert_array_equal(aux['class_maps'].ravel(), np.mean(dropped, axis=-1))
+  np.testing.assert_array_equal(logits, [[logit]])  # (max + min) / 2 of the class map.
+
+
+@pytest.mark.parametrize('knobs', [
+    {}, {'self_drop': False}, {'straight_through': False, 'drop_threshold': 0.3},
+    {'temperature': 0.5, 'learn_threshold': 'scalar'}, {'learn_threshold': 'per_class'}])
+def test_head_equals_sequential_dropout_on_the_conv_maps(knobs):
+  features = jax.random.normal(jax.random.key(3), (2, 4, 4, 6))
+  head = excam_head(num_classes=3, num_maps=4, **knobs)
+  variables = head.init(jax.random.key(4), features)
+  logits, aux = head.apply(variables, features)
+  delta = knobs.get('drop_threshold', 0.5)
+  t = variables['params'].get('threshold', np.log(delta / (1 - delta)))
+  expected = excam.sequential_dropout(
+      aux['maps'], t, self_drop=knobs.get('self_drop', True),
+      straight_through=knobs.get('straight_through', True),
+      temperature=knobs.get('temperature', 1.0))
+  np.testing.assert_array_equal(aux['dropped_maps'], expected)
+  np.testing.assert_array_equal(logits, wildcat.wildcat_pool(expected.mean(-1), 0.2, None, 0.6))
+
+
+@pytest.mark.parametrize('learn, shape', [('none', None), ('scalar', ()), ('per_class', (5,))])
+def test_sequential_dropout_module_threshold_parameter(learn, shape):
+  maps = random_maps(3, seed=31)  # C = 5.
+  module = excam.SequentialDropout(drop_threshold=0.8, learn_threshold=learn)
+  variables = module.init(jax.random.key(0), maps)
+  if shape is None:
+    assert not variables
+  else:
+    assert variables['params']['threshold'].shape == shape
+    np.testing.assert_allclose(variables['params']['threshold'], np.log(4.0), rtol=1e-6)
+  out = module.apply(variables, maps, train=True)
+  np.testing.assert_array_equal(out, module.apply(variables, maps, train=False))
+  np.testing.assert_allclose(out, reference(maps, np.log(4.0), True), rtol=1e-6, atol=1e-7)
+
+
+def test_sequential_dropout_module_rejects_unknown_learn_threshold():
+  with pytest.raises(ValueError, match='learn_threshold'):
+    excam.SequentialDropout(learn_threshold='yes').init(jax.random.key(0), random_maps(2))

@@ -1,5 +1,6 @@
-"""The network (trunk + head by config), the losses and the config checks."""
+"""The network (trunk + head and transform by config) and the config checks."""
 
+from flax import errors as flax_errors
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,8 +12,11 @@ from configs import voc07
 from configs import voc12
 from excam_jax import config_checks
 from excam_jax.errors import ConfigError
+from excam_jax.models import excam
+from excam_jax.models import losses
 from excam_jax.models import network
-from excam_jax.models import resnet
+from excam_jax.models import variants
+from excam_jax.models import wildcat
 
 
 def small_config(head='excam'):
@@ -63,7 +67,67 @@ def test_trunk_output_feeds_head_with_right_width():
   model = network.create_model(config.model, num_classes=4)
   variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
   kernel = variables['params']['head']['classifier']['kernel']
-  assert kernel.shape == (1, 1, resnet.num_features(18, 8), 4 * config.model.num_maps)
+  # ResNet-18 at stem width 8: layer4 has 8 * 8 = 64 channels.
+  assert kernel.shape == (1, 1, 64, 4 * config.model.num_maps)
+
+
+@pytest.mark.parametrize('head, head_type, transform_type', [
+    ('excam', wildcat.WildcatHead, excam.SequentialDropout),
+    ('wildcat', wildcat.WildcatHead, type(None)),
+    ('adl', wildcat.WildcatHead, variants.AttentionDropout),
+    ('cam', variants.CAMHead, None)])
+def test_create_model_builds_head_and_transform(head, head_type, transform_type):
+  assert head in network.HEADS
+  config = small_config(head)
+  config.model.update({'kmax': 3, 'kmin': 0.5, 'alpha': 0.4, 'num_maps': 5,
+                       'drop_threshold': 0.3, 'self_drop': False, 'straight_through': False,
+                       'temperature': 0.7, 'learn_threshold': 'scalar', 'adl_gamma': 0.8,
+                       'adl_drop_rate': 0.25})
+  model = network.create_model(config.model, num_classes=4)
+  assert type(model.head) is head_type and model.head.num_classes == 4
+  assert model.trunk.depth == 18 and model.trunk.width == 8
+  if head_type is variants.CAMHead:
+    return
+  h = model.head
+  assert (h.num_maps, h.kmax, h.kmin, h.alpha) == (5, 3, 0.5, 0.4)
+  assert type(h.transform) is transform_type
+  if head == 'excam':
+    t = h.transform
+    assert (t.drop_threshold, t.self_drop, t.straight_through, t.temperature,
+            t.learn_threshold) == (0.3, False, False, 0.7, 'scalar')
+  if head == 'adl':
+    assert (h.transform.gamma, h.transform.drop_rate) == (0.8, 0.25)
+
+
+def test_create_model_rejects_unknown_head():
+  with pytest.raises(ValueError, match="model.head must be one of .*'gradcam'"):
+    network.create_model(small_config('gradcam').model, num_classes=3)
+
+
+@pytest.mark.parametrize('learn, shape', [('scalar', ()), ('per_class', (3,))])
+def test_learned_threshold_gets_gradient_only_with_straight_through(learn, shape):
+  x = jax.random.normal(jax.random.key(0), (2, 64, 64, 3))
+  for straight_through in (True, False):
+    config = small_config('excam')
+    config.model.update({'learn_threshold': learn, 'straight_through': straight_through})
+    model = network.create_model(config.model, num_classes=3)
+    variables = model.init(jax.random.key(1), x)
+    # The transform shares the head's scope: the threshold sits beside the conv.
+    assert set(variables['params']['head']) == {'classifier', 'threshold'}
+
+    def loss(params):
+      return model.apply({**variables, 'params': params}, x)[0].sum()
+
+    grad = jax.grad(loss)(variables['params'])['head']['threshold']
+    assert grad.shape == shape
+    assert bool(jnp.any(grad != 0)) == straight_through
+
+
+def test_heads_without_learned_threshold_have_only_the_classifier():
+  for head in ('excam', 'wildcat', 'adl'):
+    model = network.create_model(small_config(head).model, num_classes=3)
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 64, 3)))
+    assert set(shapes['params']['head']) == {'classifier'}, head
 
 
 def small_model(head):
@@ -80,7 +144,6 @@ def test_adl_is_identity_at_test_time():
 
 
 def test_adl_training_applies_drop_or_importance_map():
-  from excam_jax.models import variants
   maps = jnp.array([1., 2., 10., -3.]).reshape(1, 2, 2, 1, 1)
   seen = set()
   for seed in range(20):
@@ -95,6 +158,41 @@ def test_adl_training_applies_drop_or_importance_map():
   assert seen == {'drop', 'importance'}
 
 
+ADL_MAPS = jnp.array([1., 2., 10., -3.]).reshape(1, 2, 2, 1, 1)
+ADL_DROP = np.array([1., 2., 0., -3.])  # Cells >= 0.9 * 10 dropped.
+ADL_IMPORTANCE = np.asarray(ADL_MAPS).ravel() * np.asarray(jax.nn.sigmoid(ADL_MAPS)).ravel()
+
+
+def test_attention_dropout_is_identity_at_eval_without_rng():
+  module = variants.AttentionDropout(gamma=0.9, drop_rate=1.0)
+  assert not module.init(jax.random.key(0), ADL_MAPS)  # No parameters.
+  np.testing.assert_array_equal(module.apply({}, ADL_MAPS), ADL_MAPS)
+  np.testing.assert_array_equal(module.apply({}, ADL_MAPS, train=False), ADL_MAPS)
+
+
+def test_attention_dropout_draws_from_the_dropout_rng_in_training():
+  module = variants.AttentionDropout(gamma=0.9, drop_rate=0.75)
+  with pytest.raises(flax_errors.InvalidRngError, match='dropout'):
+    module.apply({}, ADL_MAPS, train=True)
+  seen = set()
+  for seed in range(20):
+    out = module.apply({}, ADL_MAPS, train=True, rngs={'dropout': jax.random.key(seed)})
+    again = module.apply({}, ADL_MAPS, train=True, rngs={'dropout': jax.random.key(seed)})
+    np.testing.assert_array_equal(out, again)  # The draw is a function of the key.
+    if np.array_equal(out.ravel(), ADL_DROP):
+      seen.add('drop')
+    else:
+      np.testing.assert_allclose(out.ravel(), ADL_IMPORTANCE, rtol=1e-6)
+      seen.add('importance')
+  assert seen == {'drop', 'importance'}
+  # drop_rate 1 and 0 always pick the drop mask and the importance map.
+  key = {'dropout': jax.random.key(0)}
+  np.testing.assert_array_equal(variants.AttentionDropout(0.9, 1.0).apply(
+      {}, ADL_MAPS, train=True, rngs=key).ravel(), ADL_DROP)
+  np.testing.assert_allclose(variants.AttentionDropout(0.9, 0.0).apply(
+      {}, ADL_MAPS, train=True, rngs=key).ravel(), ADL_IMPORTANCE, rtol=1e-6)
+
+
 def test_cam_maps_average_to_logits_minus_bias():
   model, variables, x = small_model('cam')
   logits, aux = model.apply(variables, x)
@@ -103,29 +201,10 @@ def test_cam_maps_average_to_logits_minus_bias():
                              atol=1e-5)
 
 
-def test_bce_loss_literal():
-  logits = jnp.array([[0.0, 2.0], [-1.0, 0.0]])
-  labels = jnp.array([[1.0, 0.0], [0.0, 1.0]])
-  ln2 = np.log(2.0)
-  per = np.array([(ln2 + np.log1p(np.exp(2.0))) / 2, (np.log1p(np.exp(-1.0)) + ln2) / 2])
-  np.testing.assert_allclose(network.bce_loss(logits, labels), per.mean(), rtol=1e-6)
-  np.testing.assert_allclose(network.bce_loss(logits, labels, jnp.array([1.0, 0.0])), per[0],
-                             rtol=1e-6)
-
-
-def test_diversity_loss_literal():
-  # One image, one class, 2 cells, M = 2: F1 = (1, 0), F2 = (0, 1).
-  maps = jnp.array([[1., 0.], [0., 1.]]).reshape(1, 1, 2, 1, 2)
-  # Ordered pairs (1,2) and (2,1): ||F1 - F2||^2 = 2 each; the term is subtracted.
-  np.testing.assert_allclose(network.diversity_loss(maps, 'pairwise_l2'), -4.0)
-  np.testing.assert_allclose(network.diversity_loss(maps, 'cosine'), 0.0, atol=1e-7)
-  same = jnp.array([[1., 1.], [2., 2.]]).reshape(1, 1, 2, 1, 2)
-  np.testing.assert_allclose(network.diversity_loss(same, 'cosine'), 1.0, rtol=1e-6)
-  # M = 3 with F3 = -F1: cosines (0, -1, 0) over the three pairs i < j.
-  three = jnp.array([[1., 0., -1.], [0., 1., 0.]]).reshape(1, 1, 2, 1, 3)
-  np.testing.assert_allclose(network.diversity_loss(three, 'cosine'), -1 / 3, rtol=1e-6)
-  with pytest.raises(ValueError):
-    network.diversity_loss(maps, 'l1')
+def test_loss_aliases_point_to_losses_module():
+  # Temporary: train.py still calls network.bce_loss / network.diversity_loss.
+  assert network.bce_loss is losses.bce_loss
+  assert network.diversity_loss is losses.diversity_loss
 
 
 @pytest.mark.parametrize('module', [voc12, voc07, synthetic, tiny])

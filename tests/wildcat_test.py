@@ -1,5 +1,8 @@
 """WILDCAT pooling on literal maps with hand-worked answers, gradients and the head."""
 
+import dataclasses
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.test_util import check_grads
@@ -12,7 +15,6 @@ from excam_jax.models import wildcat
 MAP3 = jnp.arange(1.0, 10.0).reshape(1, 3, 3, 1)
 MAP4 = jnp.array([3., -8., 7., 0., -1., 5., -5., 2., -3., 6., -7., -2., 1., -6., 4., -4.]
                  ).reshape(1, 4, 4, 1)
-
 
 
 @pytest.mark.parametrize('k, n, expected', [
@@ -79,8 +81,7 @@ def test_class_wise_pool_channel_order():
 
 
 def test_head_matches_pooling_functions():
-  head = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=2, kmin=1, alpha=0.7,
-                             method='wildcat')
+  head = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=2, kmin=1, alpha=0.7)
   features = jax.random.normal(jax.random.key(1), (2, 4, 4, 5))
   variables = head.init(jax.random.key(2), features)
   logits, aux = head.apply(variables, features)
@@ -90,3 +91,56 @@ def test_head_matches_pooling_functions():
   np.testing.assert_allclose(aux['class_maps'], class_maps, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(logits, wildcat.wildcat_pool(class_maps, 2, 1, 0.7), rtol=1e-5)
   assert aux['maps'].shape == (2, 4, 4, 3, 2)
+  np.testing.assert_array_equal(aux['dropped_maps'], aux['maps'])  # No transform: WILDCAT.
+  assert set(aux) == {'class_maps', 'maps', 'dropped_maps'}
+
+
+class ScaleFirstMap(nn.Module):
+  """A fake transform of fixed arithmetic: map 0 of each class times 3 in training, 2 at eval."""
+
+  @nn.compact
+  def __call__(self, maps, train=False):
+    return maps.at[..., 0].multiply(3.0 if train else 2.0)
+
+
+@pytest.mark.parametrize('train, factor', [(False, 2.0), (True, 3.0)])
+def test_head_applies_transform_between_maps_and_class_mean(train, factor):
+  # One cell, C = 1, M = 2, features (1, 2): the conv gives F = (1*1 + 2*0 + 0.5, 1*1 + 2*1 - 1).
+  head = wildcat.WildcatHead(num_classes=1, num_maps=2, kmax=1, kmin=0,
+                             transform=ScaleFirstMap())
+  features = jnp.array([1., 2.]).reshape(1, 1, 1, 2)
+  params = {'classifier': {'kernel': jnp.array([[1., 1.], [0., 1.]]).reshape(1, 1, 2, 2),
+                           'bias': jnp.array([0.5, -1.0])}}
+  logits, aux = head.apply({'params': params}, features, train=train)
+  np.testing.assert_array_equal(aux['maps'].ravel(), [1.5, 2.0])
+  np.testing.assert_array_equal(aux['dropped_maps'].ravel(), [1.5 * factor, 2.0])
+  class_map = (1.5 * factor + 2.0) / 2
+  np.testing.assert_array_equal(aux['class_maps'].ravel(), [class_map])
+  np.testing.assert_array_equal(logits, [[class_map]])  # One cell: its top-1 mean.
+
+
+def test_head_keeps_transform_parameters_beside_the_conv():
+  # The transform shares the head's scope: no 'transform' level in the parameter tree.
+  class Offset(nn.Module):
+    @nn.compact
+    def __call__(self, maps, train=False):
+      return maps + self.param('offset', nn.initializers.constant(0.25), ())
+
+  head = wildcat.WildcatHead(num_classes=2, num_maps=3, transform=Offset())
+  features = jnp.ones((1, 2, 2, 4))
+  params = head.init(jax.random.key(0), features)['params']
+  assert set(params) == {'classifier', 'offset'}
+  _, aux = head.apply({'params': params}, features)
+  np.testing.assert_array_equal(aux['dropped_maps'], aux['maps'] + 0.25)
+
+
+OLD_UNION_FIELDS = ('method', 'drop_threshold', 'self_drop', 'straight_through', 'temperature',
+                    'learn_threshold', 'adl_gamma', 'adl_drop_rate')
+
+
+def test_head_has_no_method_fields():
+  # A method's knobs live on its transform module, not on the head behind a string switch.
+  fields = {f.name for f in dataclasses.fields(wildcat.WildcatHead)} - {'parent', 'name'}
+  assert fields == {'num_classes', 'num_maps', 'kmax', 'kmin', 'alpha', 'transform'}
+  for name in OLD_UNION_FIELDS + ('threshold',):
+    assert not hasattr(wildcat.WildcatHead, name), name

@@ -10,7 +10,8 @@ one, a small accumulate/compute object that gathers per-image results and calls 
 import numpy as np
 
 from excam_jax.errors import UserError
-from excam_jax.evaluation.wsolevaluation import wsol_max_box_acc  # pylint: disable=unused-import  # Public API.
+# Public API: MaxBoxAcc exactly as clovaai/wsolevaluation computes it.
+from excam_jax.evaluation.wsolevaluation import wsol_max_box_acc  # pylint: disable=unused-import
 
 
 def broadcast_iou(boxes_a, boxes_b):

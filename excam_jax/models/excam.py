@@ -11,9 +11,13 @@ important ones; t = logit(delta), so F_j <= t is sigmoid(F_j) <= delta):
 
 Once the running product is zero everywhere, later maps are zero: "until the entire map is
 dropped" needs no special case. The recursion is a `jax.lax.scan` over M whose carry is the
-running product, applied to all classes at once.
+running product, applied to all classes at once. `SequentialDropout` is the same recursion as
+the per-map transform of a `wildcat.WildcatHead`, with its knobs and its learned threshold.
 """
 
+import math
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -61,3 +65,37 @@ def sequential_dropout(maps, threshold=0.0, self_drop=True, straight_through=Tru
 
   _, rest = jax.lax.scan(step, masks[0], (per_map[1:], masks[1:]))
   return jnp.moveaxis(jnp.concatenate([first[None], rest], axis=0), 0, -1)
+
+
+class SequentialDropout(nn.Module):
+  """`sequential_dropout` as a per-map transform: (B, h, w, C, M) -> same, train or not.
+
+  Attributes:
+    drop_threshold: delta of ex-CAM; a cell is important where sigmoid(F) > delta.
+    self_drop, straight_through, temperature: see `sequential_dropout`.
+    learn_threshold: 'none' (fixed t = logit(delta)), 'scalar' or 'per_class' (a 'threshold'
+      parameter initialised at logit(delta), of shape () or (C,); C is read from the maps).
+  """
+  drop_threshold: float = 0.5
+  self_drop: bool = True
+  straight_through: bool = True
+  temperature: float = 1.0
+  learn_threshold: str = 'none'
+
+  @nn.compact
+  def __call__(self, maps, train=False):
+    del train  # The dropout is deterministic: the same in training and evaluation.
+    return sequential_dropout(maps, self._threshold(maps.shape[-2]), self_drop=self.self_drop,
+                              straight_through=self.straight_through,
+                              temperature=self.temperature)
+
+  def _threshold(self, num_classes):
+    """The threshold t in logit units: a constant or a learned parameter."""
+    t0 = math.log(self.drop_threshold) - math.log1p(-self.drop_threshold)
+    if self.learn_threshold == 'none':
+      return t0
+    shape = {'scalar': (), 'per_class': (num_classes,)}.get(self.learn_threshold)
+    if shape is None:
+      raise ValueError("learn_threshold must be 'none', 'scalar' or 'per_class', "
+                       f'got {self.learn_threshold!r}.')
+    return self.param('threshold', nn.initializers.constant(t0), shape)

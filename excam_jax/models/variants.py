@@ -1,5 +1,7 @@
 """Other heads and per-map transforms: CAM (Zhou et al. 2016) and ADL applied per class map.
 
+`AttentionDropout` is ADL as the per-map transform of a `wildcat.WildcatHead`.
+
 ADL here is the thesis's variant (section 3.8.3), not Choe et al.'s original placement inside
 layer3/layer4 with the channel mean of trunk features as attention.
 """
@@ -29,6 +31,24 @@ def adl_per_map(maps, rng, train, gamma=0.9, drop_rate=0.75):
   importance = jax.nn.sigmoid(maps)
   use_drop = jax.random.bernoulli(rng, drop_rate)
   return maps * jnp.where(use_drop, drop, importance)
+
+
+class AttentionDropout(nn.Module):
+  """`adl_per_map` as a per-map transform: (B, h, w, C, M) -> same; identity at eval.
+
+  In training it draws from the 'dropout' rng stream (`apply(..., rngs={'dropout': key})`).
+
+  Attributes:
+    gamma: drop threshold relative to each map's spatial maximum.
+    drop_rate: probability of picking the drop mask at a step.
+  """
+  gamma: float = 0.9
+  drop_rate: float = 0.75
+
+  @nn.compact
+  def __call__(self, maps, train=False):
+    rng = self.make_rng('dropout') if train else None
+    return adl_per_map(maps, rng, train, self.gamma, self.drop_rate)
 
 
 class CAMHead(nn.Module):

@@ -1,19 +1,18 @@
 """WILDCAT head: 1x1 conv to C*M maps, class-wise mean over M, top-k/bottom-k spatial pooling.
 
+Between the conv and the mean the head applies a per-map transform handed to it (ex-CAM's
+sequential dropout, ADL, or none for WILDCAT itself); `network.create_model` picks it.
+
 Durand et al., "WILDCAT: Weakly Supervised Learning of Deep ConvNets for Image Classification,
 Pointwise Localization and Segmentation", CVPR 2017. The pooling follows the official code,
 including its final /2 (the thesis's formula drops it; it only rescales the scores).
 """
 
-import math
 from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from excam_jax.models import excam
-from excam_jax.models import variants
 
 
 def resolve_k(k, n):
@@ -66,36 +65,37 @@ def wildcat_pool(maps, kmax=0.2, kmin=None, alpha=0.6):
 
 
 class WildcatHead(nn.Module):
-  """1x1 conv -> per-map transform (ex-CAM dropout, ADL or none) -> class mean -> pooling.
+  """1x1 conv -> per-map transform -> class-wise mean -> WILDCAT pooling.
+
+  The method lives in `transform`, a Module called as `transform(maps, train)` on the
+  (B, h, w, C, M) maps that returns maps of the same shape: `excam.SequentialDropout` (ex-CAM),
+  `variants.AttentionDropout` (ADL) or None (plain WILDCAT). The transform shares the head's
+  scope, so its parameters sit beside the conv (params['head']['threshold'] for a learned ex-CAM
+  threshold, as before heads took transforms) and its 'dropout' draws are the head's.
 
   Attributes:
     num_classes: C.
     num_maps: M maps per class.
     kmax, kmin, alpha: spatial pooling settings (see `wildcat_pool`).
-    method: 'wildcat' (no transform), 'excam' (intra-class sequential dropout) or 'adl'.
-    drop_threshold: delta of ex-CAM; a cell is important where sigmoid(F) > delta.
-    self_drop, straight_through, temperature: see `excam.sequential_dropout`.
-    learn_threshold: 'none' (fixed t = logit(delta)), 'scalar' or 'per_class' (a parameter
-      initialised at logit(delta)).
-    adl_gamma, adl_drop_rate: ADL settings (see `variants.adl_per_map`).
+    transform: the per-map transform, or None for none.
 
   Returns `(logits, aux)`: logits (B, C) are the pooled scores s_c; aux holds 'class_maps'
-  (B, h, w, C) from the transformed maps, 'class_maps_undropped' (the plain class mean, a
-  diagnostic), 'maps' (B, h, w, C, M) before and 'dropped_maps' after the transform.
+  (B, h, w, C), the class-wise mean of the transformed maps, and 'maps' (B, h, w, C, M) before
+  and 'dropped_maps' after the transform.
   """
   num_classes: int
   num_maps: int = 8
   kmax: float = 0.2
   kmin: Optional[float] = None
   alpha: float = 0.6
-  method: str = 'excam'
-  drop_threshold: float = 0.5
-  self_drop: bool = True
-  straight_through: bool = True
-  temperature: float = 1.0
-  learn_threshold: str = 'none'
-  adl_gamma: float = 0.9
-  adl_drop_rate: float = 0.75
+  transform: Optional[nn.Module] = None
+
+  def setup(self):
+    if self.transform is not None:
+      # Without this the transform would get a scope of its own: its parameters would move to
+      # params['head']['transform'] (old checkpoints would not load) and its 'dropout' key would
+      # change (ADL would draw other masks from the same seed).
+      nn.share_scope(self, self.transform)
 
   @nn.compact
   def __call__(self, features, train=False):
@@ -103,30 +103,7 @@ class WildcatHead(nn.Module):
     x = nn.Conv(self.num_classes * self.num_maps, (1, 1), name='classifier')(features)
     b, h, w, _ = x.shape
     maps = x.reshape(b, h, w, self.num_classes, self.num_maps)
-    if self.method == 'excam':
-      dropped = excam.sequential_dropout(
-          maps, self.threshold(), self_drop=self.self_drop,
-          straight_through=self.straight_through, temperature=self.temperature)
-    elif self.method == 'adl':
-      rng = self.make_rng('dropout') if train else None
-      dropped = variants.adl_per_map(maps, rng, train, self.adl_gamma, self.adl_drop_rate)
-    elif self.method == 'wildcat':
-      dropped = maps
-    else:
-      raise ValueError(f"method must be 'wildcat', 'excam' or 'adl', got {self.method!r}.")
+    dropped = maps if self.transform is None else self.transform(maps, train)
     class_maps = dropped.mean(axis=-1)
     logits = wildcat_pool(class_maps, self.kmax, self.kmin, self.alpha)
-    aux = {'class_maps': class_maps, 'class_maps_undropped': maps.mean(axis=-1),
-           'maps': maps, 'dropped_maps': dropped}
-    return logits, aux
-
-  def threshold(self):
-    """The ex-CAM threshold t in logit units: a constant or a learned parameter."""
-    t0 = math.log(self.drop_threshold) - math.log1p(-self.drop_threshold)
-    if self.learn_threshold == 'none':
-      return t0
-    shape = {'scalar': (), 'per_class': (self.num_classes,)}.get(self.learn_threshold)
-    if shape is None:
-      raise ValueError("learn_threshold must be 'none', 'scalar' or 'per_class', "
-                       f'got {self.learn_threshold!r}.')
-    return self.param('threshold', nn.initializers.constant(t0), shape)
+    return logits, {'class_maps': class_maps, 'maps': maps, 'dropped_maps': dropped}
