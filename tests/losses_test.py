@@ -1,0 +1,73 @@
+"""The loss terms on literal inputs with hand-computed values."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from excam_jax.models import losses
+
+LN2 = np.log(2.0)
+
+
+class TestBceLoss:
+
+  LOGITS = jnp.array([[0.0, 2.0], [-1.0, 0.0]])
+  LABELS = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+  # BCE(z, y) = log(1 + e^z) - y z: example 0 gives (ln 2, ln(1 + e^2)), example 1
+  # (ln(1 + e^-1), ln 2); each is averaged over its two classes.
+  PER_EXAMPLE = np.array([(LN2 + np.log1p(np.exp(2.0))) / 2, (np.log1p(np.exp(-1.0)) + LN2) / 2])
+
+  def test_mean_over_classes_and_examples(self):
+    np.testing.assert_allclose(losses.bce_loss(self.LOGITS, self.LABELS),
+                               self.PER_EXAMPLE.mean(), rtol=1e-6)
+
+  def test_mask_averages_over_valid_examples_only(self):
+    np.testing.assert_allclose(losses.bce_loss(self.LOGITS, self.LABELS, jnp.array([1.0, 0.0])),
+                               self.PER_EXAMPLE[0], rtol=1e-6)
+    np.testing.assert_allclose(losses.bce_loss(self.LOGITS, self.LABELS, jnp.array([0.0, 1.0])),
+                               self.PER_EXAMPLE[1], rtol=1e-6)
+
+  def test_all_masked_batch_gives_zero_not_nan(self):
+    # The denominator is max(sum mask, 1): a batch of padding contributes 0.
+    assert float(losses.bce_loss(self.LOGITS, self.LABELS, jnp.zeros(2))) == 0.0
+
+  def test_gradient_is_sigmoid_minus_label_over_count(self):
+    grad = jax.grad(lambda z: losses.bce_loss(z, self.LABELS))(self.LOGITS)
+    expected = (jax.nn.sigmoid(self.LOGITS) - self.LABELS) / 4  # 2 examples x 2 classes.
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
+
+class TestDiversityLoss:
+
+  # One image, one class, 2 cells, M = 2: F1 = (1, 0), F2 = (0, 1).
+  ORTHOGONAL = jnp.array([[1., 0.], [0., 1.]]).reshape(1, 1, 2, 1, 2)
+
+  def test_pairwise_l2_literal(self):
+    # Ordered pairs (1,2) and (2,1): ||F1 - F2||^2 = 2 each; the term is subtracted.
+    np.testing.assert_allclose(losses.diversity_loss(self.ORTHOGONAL, 'pairwise_l2'), -4.0)
+    # M = 3, one cell: F = (1, 2, 4). Unordered squared gaps 1, 9, 4; ordered: twice 14.
+    three = jnp.array([1., 2., 4.]).reshape(1, 1, 1, 1, 3)
+    np.testing.assert_allclose(losses.diversity_loss(three, 'pairwise_l2'), -28.0)
+
+  def test_pairwise_l2_mean_over_batch_and_classes(self):
+    # Two classes: the orthogonal pair (-4) and a zero pair (0); mean -2. Batch of two copies.
+    maps = jnp.concatenate([self.ORTHOGONAL, jnp.zeros_like(self.ORTHOGONAL)], axis=3)
+    maps = jnp.concatenate([maps, maps], axis=0)
+    np.testing.assert_allclose(losses.diversity_loss(maps, 'pairwise_l2'), -2.0)
+
+  def test_cosine_literal(self):
+    np.testing.assert_allclose(losses.diversity_loss(self.ORTHOGONAL, 'cosine'), 0.0, atol=1e-7)
+    same = jnp.array([[1., 1.], [2., 2.]]).reshape(1, 1, 2, 1, 2)
+    np.testing.assert_allclose(losses.diversity_loss(same, 'cosine'), 1.0, rtol=1e-6)
+    # M = 3 with F3 = -F1: cosines (0, -1, 0) over the three pairs i < j.
+    three = jnp.array([[1., 0., -1.], [0., 1., 0.]]).reshape(1, 1, 2, 1, 3)
+    np.testing.assert_allclose(losses.diversity_loss(three, 'cosine'), -1 / 3, rtol=1e-6)
+
+  def test_cosine_of_a_zero_map_is_zero_not_nan(self):
+    maps = jnp.array([[1., 0.], [1., 0.]]).reshape(1, 1, 2, 1, 2)  # F2 = 0.
+    assert float(losses.diversity_loss(maps, 'cosine')) == 0.0
+
+  def test_unknown_kind_names_the_choices(self):
+    with pytest.raises(ValueError, match=r"one of \('pairwise_l2', 'cosine'\), got 'l1'"):
+      losses.diversity_loss(self.ORTHOGONAL, 'l1')
