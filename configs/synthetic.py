@@ -24,11 +24,11 @@ from configs import voc12
 def get_config():
   """Returns the synthetic configuration."""
   config = voc12.get_config()
-  config.dataset = 'parts'
-  config.train_split = 'train'
-  config.eval_split = 'validation'
-  config.image_size = 96
-  config.parts.update({'preset': 'main', 'num_classes': 6, 'image_size': 96, 'num_train': 4000,
+  config.data.dataset = 'parts'
+  config.data.train_split = 'train'
+  config.data.eval_split = 'validation'
+  config.data.image_size = 96
+  config.data.parts.update({'preset': 'main', 'num_classes': 6, 'image_size': 96, 'num_train': 4000,
                        'num_eval': 400})
 
   config.model.depth = 18
@@ -37,14 +37,14 @@ def get_config():
   config.model.num_maps = 2  # The best M in experiments/results/synthetic_num_maps.md.
   config.model.self_drop = False
 
-  config.batch_size = 32
-  config.eval_batch_size = 64
-  config.num_epochs = 12
-  config.head_learning_rate = 0.05
-  config.trunk_learning_rate = 0.05
-  config.schedule = 'cosine'
-  config.warmup_steps = 100
-  config.log_every_steps = 25
-  config.eval_every_steps = 500
-  config.checkpoint_every_steps = 500
+  config.train.batch_size = 32
+  config.eval.batch_size = 64
+  config.train.num_epochs = 12
+  config.optim.head_learning_rate = 0.05
+  config.optim.trunk_learning_rate = 0.05
+  config.optim.schedule = 'cosine'
+  config.optim.warmup_steps = 100
+  config.train.log_every_steps = 25
+  config.train.eval_every_steps = 500
+  config.train.checkpoint_every_steps = 500
   return config

@@ -10,16 +10,16 @@ from configs import synthetic
 def get_config():
   """Returns the tiny test configuration."""
   config = synthetic.get_config()
-  config.image_size = 64
-  config.parts.update({'num_classes': 3, 'num_train': 32, 'num_eval': 12})
+  config.data.image_size = 64
+  config.data.parts.update({'num_classes': 3, 'num_train': 32, 'num_eval': 12})
   config.model.width = 8
   config.model.num_maps = 2
-  config.batch_size = 8
-  config.eval_batch_size = 8
-  config.num_epochs = 1
-  config.warmup_steps = 0
-  config.log_every_steps = 1
-  config.eval_every_steps = 4
-  config.checkpoint_every_steps = 2
-  config.shuffle_buffer = 64
+  config.train.batch_size = 8
+  config.eval.batch_size = 8
+  config.train.num_epochs = 1
+  config.optim.warmup_steps = 0
+  config.train.log_every_steps = 1
+  config.train.eval_every_steps = 4
+  config.train.checkpoint_every_steps = 2
+  config.data.shuffle_buffer = 64
   return config

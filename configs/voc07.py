@@ -2,7 +2,7 @@ r"""ex-CAM, ResNet-101, PASCAL VOC 2007: train on trainval, evaluate on test.
 
 Command:
   python -m excam_jax.main --config=configs/voc07.py --workdir=runs/voc07 \
-      --config.pretrained=/path/to/resnet101_tv_in1k.safetensors
+      --config.model.pretrained=/path/to/resnet101_tv_in1k.safetensors
 
 Hardware: one GPU with >= 24 GB at batch 16, 224 px.
 The data must be prepared first: python -m excam_jax.data.prepare --dataset=voc/2007 --manual_dir=DIR.
@@ -15,7 +15,7 @@ from configs import voc12
 def get_config():
   """Returns the VOC 2007 configuration: VOC 2012's with the 2007 splits."""
   config = voc12.get_config()
-  config.dataset = 'voc/2007'
-  config.train_split = 'trainval'
-  config.eval_split = 'test'
+  config.data.dataset = 'voc/2007'
+  config.data.train_split = 'trainval'
+  config.data.eval_split = 'test'
   return config

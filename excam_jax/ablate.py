@@ -2,7 +2,7 @@ r"""The ablate command: trains one model per variant, writes a table of their fi
 
   excam-ablate --config=configs/synthetic.py --workdir=runs/ablation --grid=methods
   excam-ablate --config=configs/voc12.py --workdir=runs/voc12_ablation \
-      --grid=num_maps --config.pretrained=/path/to/resnet101_tv_in1k.safetensors
+      --grid=num_maps --config.model.pretrained=/path/to/resnet101_tv_in1k.safetensors
 
 Grids (each variant is a set of config overrides on top of --config):
   methods   WILDCAT, ex-CAM with self_drop True and False, ex-CAM with hard masks, ADL, CAM.

@@ -30,16 +30,51 @@ CHECKPOINT_DIR = 'checkpoints'
 CONFIG_FILE = 'config.json'
 # Fields that a resumed run must share with the checkpoint: they define the arrays' shapes and
 # meaning (model.*, classes, image size) or the data order that an exact resume replays.
-COMPATIBILITY_FIELDS = ('model', 'dataset', 'train_split', 'image_size', 'parts', 'batch_size',
-                        'seed', 'shuffle_buffer')
-# Model fields that change only how the arrays are computed, not what they are.
-_COMPUTE_ONLY = ('model.dtype', 'model.remat')
+COMPATIBILITY_FIELDS = ('model', 'data.dataset', 'data.train_split', 'data.image_size',
+                        'data.parts', 'data.shuffle_buffer', 'train.batch_size', 'train.seed')
+# Model fields that change only how the arrays are computed (or where a fresh run starts from),
+# not what they are.
+_COMPUTE_ONLY = ('model.dtype', 'model.remat', 'model.pretrained')
 # Fields that define the learning-rate schedule and the run's length: a resume with other values
 # trains a different run than the one checkpointed, so it needs the caller's explicit consent.
-SCHEDULE_FIELDS = ('num_epochs', 'head_learning_rate', 'trunk_learning_rate', 'schedule',
-                   'warmup_steps', 'momentum', 'weight_decay')
+SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_learning_rate',
+                   'optim.schedule', 'optim.warmup_steps', 'optim.momentum', 'optim.weight_decay')
 DAMAGED_DIR = 'damaged_checkpoints'
 _LOG = logging.getLogger(__name__)
+
+
+# Where each field of the flat configs of earlier versions lives now (see upgrade_config).
+_FLAT_FIELDS = {
+    'data': ('dataset', 'train_split', 'eval_split', 'data_dir', 'manual_dir', 'image_size',
+             'shuffle_buffer', 'parts'),
+    'optim': ('momentum', 'weight_decay', 'head_learning_rate', 'trunk_learning_rate', 'schedule',
+              'warmup_steps', 'diversity_loss', 'diversity_weight'),
+    'train': ('batch_size', 'num_epochs', 'seed', 'log_every_steps', 'eval_every_steps',
+              'checkpoint_every_steps', 'keep_checkpoints', 'distributed'),
+}
+_FLAT_RENAMED = {'pretrained': ('model', 'pretrained'), 'eval_batch_size': ('eval', 'batch_size'),
+                 'eval_localization': ('eval', 'localization')}
+
+
+def upgrade_config(saved):
+  """A checkpoint's config dict in today's sections (data, model, optim, train, eval).
+
+  Checkpoints written before the sections existed hold one flat dict; their fields are moved to
+  their sections, so such runs still evaluate and resume. A sectioned dict is returned as is.
+  """
+  if 'data' in saved:
+    return saved
+  out = {section: {} for section in ('data', 'model', 'optim', 'train', 'eval')}
+  for key, value in saved.items():
+    section = next((s for s, names in _FLAT_FIELDS.items() if key in names), None)
+    if section:
+      out[section][key] = value
+    elif key in _FLAT_RENAMED:
+      target, name = _FLAT_RENAMED[key]
+      out[target][name] = value
+    elif isinstance(value, dict):
+      out.setdefault(key, {}).update(value)
+  return out
 
 
 def config_to_dict(config):
@@ -59,11 +94,13 @@ def _flatten(tree, prefix=''):
 
 
 def incompatible_fields(saved, config, fields=COMPATIBILITY_FIELDS):
-  """The `fields` whose values differ between two configs (as dicts), with both values."""
+  """The `fields` (dotted names or prefixes) whose values differ between two configs (as
+  dicts), with both values."""
   old, new = _flatten(saved), _flatten(config)
   differ = []
   for name in sorted(set(old) | set(new)):
-    if name.split('.')[0] not in fields or name in _COMPUTE_ONLY:
+    chosen = any(name == f or name.startswith(f + '.') for f in fields)
+    if not chosen or name in _COMPUTE_ONLY:
       continue
     if old.get(name, '<absent>') != new.get(name, '<absent>'):
       differ.append(f'{name} ({old.get(name, "<absent>")!r} in the checkpoint, '
@@ -126,7 +163,7 @@ class Checkpoints:
       restored = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
     except Exception as err:  # Orbax raises many types for missing or damaged files.
       raise _unreadable(self.directory, step, err) from err
-    return restored['config']
+    return upgrade_config(restored['config'])
 
   def check_compatible(self, config, step=None, allow_schedule_change=False):
     """Raises UserError when a checkpoint (the latest by default) has an incompatible config.

@@ -1,5 +1,8 @@
 """The one check of a whole config: every field against its allowed values, before any work.
 
+A config has five sections: data, model, optim, train and eval (configs/voc12.py lists every
+field).
+
 `validate(config)` raises a ConfigError naming the first bad field and what it allows. It imports
 neither JAX nor TensorFlow, so a command answers a wrong value at once.
 """
@@ -31,18 +34,6 @@ def _is_real(value):
   return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_int(config, field, low):
-  value = _get(config, field)
-  check_field(_is_int(value) and value >= low, field, value, f'an int >= {low}')
-
-
-def _get(config, field):
-  node = config
-  for key in field.split('.'):
-    node = node[key]
-  return node
-
-
 def _check_k(field, k, n, zero_ok):
   """k of top-k pooling: a fraction in (0, 1) or an integer count in [1, n]."""
   fraction = _is_real(k) and 0 < k < 1
@@ -54,14 +45,14 @@ def _check_k(field, k, n, zero_ok):
 
 
 def validate_model(config):
-  """Checks the model-defining fields (config.model and config.image_size)."""
-  m, size = config.model, config.image_size
+  """Checks the model-defining fields (config.model and config.data.image_size)."""
+  m, size = config.model, config.data.image_size
   check_field(m.head in HEADS, 'model.head', m.head, f'one of {HEADS}')
   check_field(m.depth in DEPTHS, 'model.depth', m.depth, f'one of {DEPTHS}')
   check_field(_is_int(m.width) and m.width >= 1, 'model.width', m.width, 'an int >= 1')
   check_field(m.output_stride in OUTPUT_STRIDES, 'model.output_stride', m.output_stride,
               f'one of {OUTPUT_STRIDES}')
-  check_field(_is_int(size) and size >= 32 and size % 32 == 0, 'image_size', size,
+  check_field(_is_int(size) and size >= 32 and size % 32 == 0, 'data.image_size', size,
               'a positive multiple of 32 (e.g. 224 or 448)')
   check_field(_is_int(m.num_maps) and m.num_maps >= 1, 'model.num_maps', m.num_maps,
               'an int >= 1')
@@ -82,64 +73,65 @@ def validate_model(config):
               m.adl_drop_rate, 'a float in [0, 1]')
   for flag in ('self_drop', 'straight_through', 'freeze_bn', 'remat'):
     check_field(isinstance(m[flag], bool), f'model.{flag}', m[flag], 'True or False')
-  if 'diversity_loss' in config:
-    check_field(config.diversity_loss in DIVERSITY_LOSSES, 'diversity_loss', config.diversity_loss,
-                f'one of {DIVERSITY_LOSSES}')
-    check_field(config.diversity_loss == 'none' or m.head != 'cam', 'diversity_loss',
-                config.diversity_loss, "'none' with model.head='cam' (it has no per-class maps)")
+  if m.pretrained:
+    check_field(os.path.isfile(os.path.expanduser(m.pretrained)), 'model.pretrained',
+                m.pretrained, 'the path of an existing .safetensors or .npz file (or empty for none)')
+  if 'optim' in config:
+    loss = config.optim.diversity_loss
+    check_field(loss in DIVERSITY_LOSSES, 'optim.diversity_loss', loss, f'one of {DIVERSITY_LOSSES}')
+    check_field(loss == 'none' or m.head != 'cam', 'optim.diversity_loss', loss,
+                "'none' with model.head='cam' (it has no per-class maps)")
 
 
 def validate_data(config):
-  """Checks the data set, its splits and (for 'parts') the generator's fields."""
-  check_field(config.dataset in DATASETS, 'dataset', config.dataset, f'one of {DATASETS}')
-  splits = synthetic.SPLITS if config.dataset == 'parts' else voc_info.SPLITS[config.dataset]
+  """Checks config.data: the data set, its splits and (for 'parts') the generator's fields."""
+  d = config.data
+  check_field(d.dataset in DATASETS, 'data.dataset', d.dataset, f'one of {DATASETS}')
+  splits = synthetic.SPLITS if d.dataset == 'parts' else voc_info.SPLITS[d.dataset]
   for field in ('train_split', 'eval_split'):
-    check_field(config[field] in splits, field, config[field],
-                f'a split of {config.dataset}: one of {sorted(splits)}')
-  check_field(_is_int(config.shuffle_buffer) and config.shuffle_buffer >= 1, 'shuffle_buffer',
-              config.shuffle_buffer, 'an int >= 1')
-  check_field(_is_int(config.seed), 'seed', config.seed, 'an int')
-  if config.dataset != 'parts':
+    check_field(d[field] in splits, f'data.{field}', d[field],
+                f'a split of {d.dataset}: one of {sorted(splits)}')
+  check_field(_is_int(d.shuffle_buffer) and d.shuffle_buffer >= 1, 'data.shuffle_buffer',
+              d.shuffle_buffer, 'an int >= 1')
+  if d.dataset != 'parts':
     return
-  p = config.parts
-  check_field(p.preset in synthetic.PRESETS, 'parts.preset', p.preset,
+  p = d.parts
+  check_field(p.preset in synthetic.PRESETS, 'data.parts.preset', p.preset,
               f'one of {sorted(synthetic.PRESETS)}')
   check_field(_is_int(p.num_classes) and 1 <= p.num_classes <= synthetic.MAX_CLASSES,
-              'parts.num_classes', p.num_classes, f'an int in [1, {synthetic.MAX_CLASSES}]')
-  check_field(_is_int(p.image_size) and p.image_size >= 32, 'parts.image_size', p.image_size,
-              'an int >= 32 (pixels)')
+              'data.parts.num_classes', p.num_classes, f'an int in [1, {synthetic.MAX_CLASSES}]')
+  check_field(_is_int(p.image_size) and p.image_size >= 32, 'data.parts.image_size',
+              p.image_size, 'an int >= 32 (pixels)')
   for field in ('num_train', 'num_eval'):
-    check_field(_is_int(p[field]) and p[field] >= 1, f'parts.{field}', p[field], 'an int >= 1')
-  check_field(_is_int(p.seed), 'parts.seed', p.seed, 'an int')
+    check_field(_is_int(p[field]) and p[field] >= 1, f'data.parts.{field}', p[field],
+                'an int >= 1')
+  check_field(_is_int(p.seed), 'data.parts.seed', p.seed, 'an int')
 
 
 def validate_training(config):
-  """Checks the optimisation, schedule, book-keeping and multi-host fields."""
-  for field in ('batch_size', 'eval_batch_size', 'num_epochs', 'log_every_steps',
-                'eval_every_steps', 'checkpoint_every_steps', 'keep_checkpoints'):
-    _check_int(config, field, 1)
-  for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay',
-                'diversity_weight'):
-    value = config[field]
-    check_field(_is_real(value) and value >= 0, field, value, 'a finite float >= 0')
-  check_field(_is_real(config.momentum) and 0 <= config.momentum < 1, 'momentum',
-              config.momentum, 'a float in [0, 1)')
-  check_field(config.schedule in SCHEDULES, 'schedule', config.schedule, f'one of {SCHEDULES}')
-  _check_int(config, 'warmup_steps', 0)
-  check_field(isinstance(config.eval_localization, bool), 'eval_localization',
-              config.eval_localization, 'True or False')
-  if config.pretrained:
-    path = os.path.expanduser(config.pretrained)
-    check_field(os.path.isfile(path), 'pretrained', config.pretrained,
-                'the path of an existing .safetensors or .npz file (or empty for none)')
-  dist = config.distributed
+  """Checks config.optim (optimisation, schedule) and config.train (length, book-keeping,
+  multi-host)."""
+  o, t = config.optim, config.train
+  for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay', 'diversity_weight'):
+    check_field(_is_real(o[field]) and o[field] >= 0, f'optim.{field}', o[field],
+                'a finite float >= 0')
+  check_field(_is_real(o.momentum) and 0 <= o.momentum < 1, 'optim.momentum', o.momentum,
+              'a float in [0, 1)')
+  check_field(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {SCHEDULES}')
+  check_field(_is_int(o.warmup_steps) and o.warmup_steps >= 0, 'optim.warmup_steps',
+              o.warmup_steps, 'an int >= 0')
+  for field in ('batch_size', 'num_epochs', 'log_every_steps', 'eval_every_steps',
+                'checkpoint_every_steps', 'keep_checkpoints'):
+    check_field(_is_int(t[field]) and t[field] >= 1, f'train.{field}', t[field], 'an int >= 1')
+  check_field(_is_int(t.seed), 'train.seed', t.seed, 'an int')
+  dist = t.distributed
   check_field(_is_int(dist.num_processes) and dist.num_processes >= 1,
-              'distributed.num_processes', dist.num_processes, 'an int >= 1')
+              'train.distributed.num_processes', dist.num_processes, 'an int >= 1')
   check_field(_is_int(dist.process_id) and 0 <= dist.process_id < dist.num_processes,
-              'distributed.process_id', dist.process_id,
-              f'an int in [0, {dist.num_processes}) (distributed.num_processes)')
-  check_field(config.batch_size % dist.num_processes == 0, 'batch_size', config.batch_size,
-              f'a multiple of distributed.num_processes ({dist.num_processes})')
+              'train.distributed.process_id', dist.process_id,
+              f'an int in [0, {dist.num_processes}) (train.distributed.num_processes)')
+  check_field(t.batch_size % dist.num_processes == 0, 'train.batch_size', t.batch_size,
+              f'a multiple of train.distributed.num_processes ({dist.num_processes})')
 
 
 def _grid_ok(value):
@@ -147,10 +139,12 @@ def _grid_ok(value):
 
 
 def validate_eval(config):
-  """Checks the evaluation protocol (config.eval), when the config has one."""
-  if 'eval' not in config:
-    return
+  """Checks config.eval: the batch size, and the protocol of the localization metrics."""
   e = config.eval
+  check_field(_is_int(e.batch_size) and e.batch_size >= 1, 'eval.batch_size', e.batch_size,
+              'an int >= 1')
+  check_field(isinstance(e.localization, bool), 'eval.localization', e.localization,
+              'True or False')
   check_field(_is_real(e.threshold), 'eval.threshold', e.threshold, 'a finite float')
   check_field(e.maxboxacc in MAXBOXACC, 'eval.maxboxacc', e.maxboxacc, f'one of {MAXBOXACC}')
   for field in ('box_grid', 'sweep_grid', 'train_box_grid', 'train_sweep_grid'):

@@ -487,7 +487,7 @@ def _run(workdir, output, paths, step=None, score_threshold=0.5):
   for folder, reason in unlistable:
     print(f'error: {UnreadableImage(folder, reason)}', file=sys.stderr, flush=True)
   threshold = (config.get('eval') or {}).get('threshold', 0.0)  # The metrics' box threshold.
-  summary = _localize(predict_fn, files, names, config.image_size, output, score_threshold,
+  summary = _localize(predict_fn, files, names, config.data.image_size, output, score_threshold,
                      threshold)
   return summary._replace(failed=summary.failed + len(unlistable))
 

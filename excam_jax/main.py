@@ -2,7 +2,7 @@ r"""Trains and evaluates a weakly supervised localization model.
 
   python -m excam_jax.main --config=configs/synthetic.py --workdir=runs/synthetic
   python -m excam_jax.main --config=configs/voc12.py --workdir=runs/voc12 \
-      --config.pretrained=/path/to/resnet101_tv_in1k.safetensors
+      --config.model.pretrained=/path/to/resnet101_tv_in1k.safetensors
 
 Any config field can be overridden with --config.<field>=<value> (e.g. --config.model.num_maps=4).
 The same command resumes a stopped run. Ctrl-C or SIGTERM saves a checkpoint of the current step

@@ -20,25 +20,25 @@ DATA_AXIS = 'data'
 
 
 def initialize(config):
-  """Calls jax.distributed.initialize when config.distributed.enabled; a no-op otherwise.
+  """Calls jax.distributed.initialize when config.train.distributed.enabled; a no-op otherwise.
 
   Must run before any other JAX call of the process.
   """
-  dist = config.distributed
+  dist = config.train.distributed
   if not dist.enabled:
     return
   if not dist.coordinator_address:
-    raise ConfigError('config.distributed.coordinator_address is empty: set it to host:port of '
-                      'process 0 when config.distributed.enabled is True.')
+    raise ConfigError('config.train.distributed.coordinator_address is empty: set it to host:port of '
+                      'process 0 when config.train.distributed.enabled is True.')
   if not 0 <= dist.process_id < dist.num_processes:
-    raise ConfigError(f'config.distributed.process_id={dist.process_id} is invalid: allowed '
+    raise ConfigError(f'config.train.distributed.process_id={dist.process_id} is invalid: allowed '
                       f'0 <= process_id < num_processes={dist.num_processes}.')
   try:
     jax.distributed.initialize(coordinator_address=dist.coordinator_address,
                                num_processes=dist.num_processes, process_id=dist.process_id)
   except (RuntimeError, ValueError) as err:
     raise UserError(f'jax.distributed.initialize failed ({err}); check '
-                    'config.distributed.coordinator_address and that every process started.'
+                    'config.train.distributed.coordinator_address and that every process started.'
                     ) from err
   _LOG.info('Process %d of %d, %d local of %d devices.', jax.process_index(),
             jax.process_count(), jax.local_device_count(), jax.device_count())

@@ -38,7 +38,7 @@ def read_state_dict(path):
     UserError: the file is missing, of another format, or unreadable.
   """
   if not os.path.isfile(path):
-    raise UserError(f'pretrained weights {path!r} do not exist; set config.pretrained to a '
+    raise UserError(f'pretrained weights {path!r} do not exist; set config.model.pretrained to a '
                     '.safetensors or .npz ResNet state dict, or to "" to train from scratch.')
   try:
     if path.endswith('.safetensors'):

@@ -57,20 +57,21 @@ class NonFiniteLoss(UserError):
 
 def _check_divisible(config):
   """The global batches must split evenly over processes and devices."""
-  for field in ('batch_size', 'eval_batch_size'):
-    check_field(config[field] % jax.device_count() == 0, field, config[field],
+  for section in ('train', 'eval'):
+    size = config[section].batch_size
+    check_field(size % jax.device_count() == 0, f'{section}.batch_size', size,
                 f'a multiple of the {jax.device_count()} devices')
-  check_field(config.batch_size % jax.process_count() == 0, 'batch_size', config.batch_size,
-              f'a multiple of the {jax.process_count()} processes')
+  check_field(config.train.batch_size % jax.process_count() == 0, 'train.batch_size',
+              config.train.batch_size, f'a multiple of the {jax.process_count()} processes')
 
 
 # ---------------------------------------------------------------------------------------------
 # Optimizer.
 
-def learning_rate_schedule(config, base_lr, total_steps):
-  """Linear warm-up over config.warmup_steps, then constant or cosine decay to 0 at total_steps."""
-  warmup = min(config.warmup_steps, total_steps)
-  if config.schedule == 'constant':
+def learning_rate_schedule(optim, base_lr, total_steps):
+  """Linear warm-up over optim.warmup_steps, then constant or cosine decay to 0 at total_steps."""
+  warmup = min(optim.warmup_steps, total_steps)
+  if optim.schedule == 'constant':
     main = optax.constant_schedule(base_lr)
   else:
     main = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup, 1))
@@ -85,18 +86,18 @@ def param_groups(params):
           for name, subtree in params.items()}
 
 
-def create_optimizer(config, total_steps):
+def create_optimizer(optim, total_steps):
   """PyTorch-style SGD: decayed weights added to the gradient, then momentum, per-group lr.
 
   Returns:
     (optax transformation, {'trunk': schedule, 'head': schedule}).
   """
-  schedules = {group: learning_rate_schedule(config, config[f'{group}_learning_rate'],
+  schedules = {group: learning_rate_schedule(optim, optim[f'{group}_learning_rate'],
                                              total_steps)
                for group in ('trunk', 'head')}
   tx = optax.chain(
-      optax.add_decayed_weights(config.weight_decay),
-      optax.multi_transform({group: optax.sgd(schedule, momentum=config.momentum)
+      optax.add_decayed_weights(optim.weight_decay),
+      optax.multi_transform({group: optax.sgd(schedule, momentum=optim.momentum)
                              for group, schedule in schedules.items()}, param_groups))
   return tx, schedules
 
@@ -144,12 +145,12 @@ def eval_step(variables, images, *, model):
   return logits.astype(jnp.float32), aux['class_maps'].astype(jnp.float32)
 
 
-def make_train_step(config, model, tx, mesh):
+def make_train_step(optim, model, tx, mesh):
   """train_step bound to the model and loss options, jitted over `mesh`, state donated."""
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(
-      functools.partial(train_step, model=model, tx=tx, diversity_loss=config.diversity_loss,
-                        diversity_weight=config.diversity_weight),
+      functools.partial(train_step, model=model, tx=tx, diversity_loss=optim.diversity_loss,
+                        diversity_weight=optim.diversity_weight),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
@@ -184,8 +185,8 @@ def create_state(rng, *, model, tx, image_size, trunk_variables=None):
 # Start: latest checkpoint > pretrained weights > scratch.
 
 def _load_pretrained(config, model, image_size):
-  """Trunk variables from config.pretrained, checked leaf by leaf against the model's trunk."""
-  weights = pretrained.load_resnet_weights(config.pretrained, depth=config.model.depth,
+  """Trunk variables from config.model.pretrained, checked leaf by leaf against the model's trunk."""
+  weights = pretrained.load_resnet_weights(config.model.pretrained, depth=config.model.depth,
                                            width=config.model.width)
   abstract = jax.eval_shape(functools.partial(_init_variables, model=model,
                                               image_size=image_size), jax.random.key(0))
@@ -193,7 +194,7 @@ def _load_pretrained(config, model, image_size):
     want = jax.tree.map(lambda x: x.shape, abstract[collection]['trunk'])
     got = jax.tree.map(np.shape, weights[collection])
     if want != got:
-      raise UserError(f'{config.pretrained} does not fit the configured trunk; check '
+      raise UserError(f'{config.model.pretrained} does not fit the configured trunk; check '
                       'config.model.depth and config.model.width.')
   return weights
 
@@ -215,8 +216,8 @@ def initial_state(config, model, tx, ckpt, replicated, allow_schedule_change=Fal
   The newest checkpoint that reads back whole is used (a damaged one is set aside, see
   Checkpoints.restore_latest), after its config passed the compatibility check.
   """
-  rng = jax.random.PRNGKey(config.seed)
-  create = functools.partial(create_state, model=model, tx=tx, image_size=config.image_size)
+  rng = jax.random.PRNGKey(config.train.seed)
+  create = functools.partial(create_state, model=model, tx=tx, image_size=config.data.image_size)
   if ckpt.latest_step() is not None:
     abstract = jax.eval_shape(create, rng)
     abstract = jax.tree.map(
@@ -225,10 +226,10 @@ def initial_state(config, model, tx, ckpt, replicated, allow_schedule_change=Fal
     state, step = ckpt.restore_latest(abstract, check=check)
     if state is not None:
       return state, f'checkpoint at step {step}'
-  if config.pretrained:
-    trunk = _load_pretrained(config, model, config.image_size)
+  if config.model.pretrained:
+    trunk = _load_pretrained(config, model, config.data.image_size)
     state = _compile_once(create, replicated, rng, trunk_variables=trunk)
-    return state, f'pretrained weights {config.pretrained}'
+    return state, f'pretrained weights {config.model.pretrained}'
   return _compile_once(create, replicated, rng), 'scratch'
 
 
@@ -243,18 +244,16 @@ def training_protocol(config, final):
   """How an evaluation during training scores: config.eval, on the cheap working grids
   (config.eval.train_box_grid / train_sweep_grid) except at the last step, which scores as the
   evaluate command does."""
-  eval_config = config.get('eval')
-  if final or eval_config is None:
-    return evaluator.protocol_from_config(eval_config)
-  return evaluator.protocol_from_config(
-      eval_config, box_grid=eval_config.get('train_box_grid'),
-      sweep_grid=eval_config.get('train_sweep_grid'))
+  if final:
+    return evaluator.protocol_from_config(config.eval)
+  return evaluator.protocol_from_config(config.eval, box_grid=config.eval.train_box_grid,
+                                        sweep_grid=config.eval.train_sweep_grid)
 
 
 def eval_metrics(config, state, info, eval_fn, sharding, pipeline, final=False):
   """Scores the eval split with excam_jax.evaluation.evaluator (see training_protocol).
 
-  Classification mAP always; the localization metrics too when config.eval_localization. Every
+  Classification mAP always; the localization metrics too when config.eval.localization. Every
   process reads whole global batches and computes the same result.
   """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
@@ -266,7 +265,7 @@ def eval_metrics(config, state, info, eval_fn, sharding, pipeline, final=False):
 
   return evaluator.score(predict_fn, pipeline.eval_batches(config), info.class_names,
                          training_protocol(config, final),
-                         localization=config.eval_localization)
+                         localization=config.eval.localization)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +380,7 @@ def train_and_evaluate(config, workdir, allow_schedule_change=False):
   """Trains and evaluates as `config` says, checkpointing and logging in `workdir`.
 
   Resumes from the latest readable checkpoint in workdir if there is one, else starts from
-  config.pretrained (ImageNet trunk) if set, else from scratch. One run holds a workdir at a
+  config.model.pretrained (ImageNet trunk) if set, else from scratch. One run holds a workdir at a
   time (<workdir>/.lock). SIGINT or SIGTERM saves the current step and raises errors.Stopped.
 
   Args:
@@ -405,9 +404,9 @@ def train_and_evaluate(config, workdir, allow_schedule_change=False):
     # Imported here: the checks above should answer at once (VOC loads TensorFlow).
     from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     info = pipeline.dataset_info(config)
-    steps_per_epoch = math.ceil(info.num_train / config.batch_size)
-    total_steps = config.num_epochs * steps_per_epoch
-    ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.keep_checkpoints)
+    steps_per_epoch = math.ceil(info.num_train / config.train.batch_size)
+    total_steps = config.train.num_epochs * steps_per_epoch
+    ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
     try:
       ckpt.check_writable()  # Before anything is written.
       with _StopRequests() as stop:
@@ -437,22 +436,22 @@ def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_sched
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   model = network.create_model(config.model, info.num_classes)
-  tx, schedules = create_optimizer(config, total_steps)
+  tx, schedules = create_optimizer(config.optim, total_steps)
   state, source = initial_state(config, model, tx, ckpt, replicated, allow_schedule_change)
   start = int(state.step)
   if start > total_steps:
     raise UserError(f'the checkpoint at step {start} is past the last step {total_steps} of this '
-                    'config; raise config.num_epochs or use another --workdir.')
+                    'config; raise config.train.num_epochs or use another --workdir.')
   if jax.process_index() == 0:
     checkpoints.write_config(workdir, config)
   _LOG.info('Starting from %s: step %d of %d (%d examples, %d classes, %d devices).', source,
             start, total_steps, info.num_train, info.num_classes, jax.device_count())
-  step_fn = make_train_step(config, model, tx, mesh)
+  step_fn = make_train_step(config.optim, model, tx, mesh)
   eval_fn = make_eval_step(model, mesh)
   batches = parallel.prefetch(
       pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
                              process_count=jax.process_count()), sharded, TRAIN_KEYS)
-  log = _Logger(workdir, start, total_steps, config.batch_size, schedules)
+  log = _Logger(workdir, start, total_steps, config.train.batch_size, schedules)
   saved_step = start
   try:
     for step in range(start + 1, total_steps + 1):
@@ -460,9 +459,9 @@ def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_sched
         _stopped(stop, step - 1, ckpt, state, config, saved_step, log)
       state, metrics = step_fn(state, next(batches))
       log.step(metrics)
-      do_eval = step % config.eval_every_steps == 0 or step == total_steps
-      do_save = step % config.checkpoint_every_steps == 0 or step == total_steps
-      if step % config.log_every_steps == 0 or do_eval or do_save or stop.signum:
+      do_eval = step % config.train.eval_every_steps == 0 or step == total_steps
+      do_save = step % config.train.checkpoint_every_steps == 0 or step == total_steps
+      if step % config.train.log_every_steps == 0 or do_eval or do_save or stop.signum:
         log.flush(step, ckpt)  # Also guards checkpoints against a non-finite state.
       if do_save:
         ckpt.save(step, state, config)

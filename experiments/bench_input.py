@@ -87,12 +87,12 @@ def bench_jpeg(threads, num_jpegs, images, size, batch_size=32):
 
 def bench_parts(images):
   config = synthetic_config.get_config()
-  p = config.parts
+  p = config.data.parts
   start = time.perf_counter()
   synthetic.generate(p.seed, 'train', p.num_train, p.preset, p.num_classes, p.image_size)
   synthetic.generate(p.seed, 'validation', p.num_eval, p.preset, p.num_classes, p.image_size)
   generation = time.perf_counter() - start
-  rate = _rate(pipeline.train_batches(config), images, config.batch_size)
+  rate = _rate(pipeline.train_batches(config), images, config.train.batch_size)
   return generation, p.num_train + p.num_eval, rate, config
 
 
@@ -103,10 +103,10 @@ def main(argv):
         f'{rate:.0f} images/s')
   if not _SKIP_PARTS.value:
     generation, count, rate, config = bench_parts(_IMAGES.value)
-    print(f'parts generation: {count} images of {config.parts.image_size} px in '
+    print(f'parts generation: {count} images of {config.data.parts.image_size} px in '
           f'{generation:.1f} s ({1000 * generation / count:.1f} ms/image, one core)')
-    print(f'parts training pipeline (configs/synthetic.py, batch {config.batch_size}, '
-          f'{config.image_size} px): {rate:.0f} images/s')
+    print(f'parts training pipeline (configs/synthetic.py, batch {config.train.batch_size}, '
+          f'{config.data.image_size} px): {rate:.0f} images/s')
 
 
 if __name__ == '__main__':

@@ -44,7 +44,7 @@ def build(dtype='float32', remat=False, total_steps=1000):
   config.model.dtype = dtype
   config.model.remat = remat
   model = network.create_model(config.model, NUM_CLASSES)
-  tx, _ = train.create_optimizer(config, total_steps)
+  tx, _ = train.create_optimizer(config.optim, total_steps)
   return config, model, tx
 
 
@@ -73,7 +73,7 @@ def time_steps(batch, size, steps):
       functools.partial(train.create_state, model=model, tx=tx, image_size=size), replicated,
       jax.random.PRNGKey(0))
   data = parallel.global_batch(fake_batch(batch, size), sharded)
-  step = train.make_train_step(config, model, tx, mesh)
+  step = train.make_train_step(config.optim, model, tx, mesh)
   holder = {'state': state}
 
   def train_once():
@@ -101,7 +101,7 @@ def memory(batch, size, dtype, remat):
   data['image'] = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=sharded)
   options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
   start = time.perf_counter()
-  compiled = train.make_train_step(config, model, tx, mesh).lower(state, data).compile(
+  compiled = train.make_train_step(config.optim, model, tx, mesh).lower(state, data).compile(
       compiler_options=options)
   stats = compiled.memory_analysis()
   return stats, time.perf_counter() - start

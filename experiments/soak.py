@@ -26,9 +26,9 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ARGS = ['--config=configs/tiny.py', '--config.checkpoint_every_steps=2',
-        '--config.eval_every_steps=1000', '--config.log_every_steps=1',
-        '--config.keep_checkpoints=2']
+ARGS = ['--config=configs/tiny.py', '--config.train.checkpoint_every_steps=2',
+        '--config.train.eval_every_steps=1000', '--config.train.log_every_steps=1',
+        '--config.train.keep_checkpoints=2']
 
 
 def _env(cache):
@@ -50,7 +50,7 @@ def _last_step():
 
 def _start(workdir, env, log):
   return subprocess.Popen([sys.executable, '-m', 'excam_jax.main', *ARGS,
-                           f'--config.num_epochs={_EPOCHS[0]}', f'--workdir={workdir}'],
+                           f'--config.train.num_epochs={_EPOCHS[0]}', f'--workdir={workdir}'],
                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 

@@ -11,9 +11,9 @@ from excam_jax.models import network
 def test_overrides_apply_without_touching_the_base():
   base = voc12.get_config()
   config = ablate.variant_config(base, {'model.head': 'wildcat', 'model.num_maps': 2,
-                                        'batch_size': 4})
-  assert (config.model.head, config.model.num_maps, config.batch_size) == ('wildcat', 2, 4)
-  assert (base.model.head, base.model.num_maps, base.batch_size) == ('excam', 8, 16)
+                                        'train.batch_size': 4})
+  assert (config.model.head, config.model.num_maps, config.train.batch_size) == ('wildcat', 2, 4)
+  assert (base.model.head, base.model.num_maps, base.train.batch_size) == ('excam', 8, 16)
 
 
 @pytest.mark.parametrize('grid', sorted(ablate.GRIDS))

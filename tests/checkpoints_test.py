@@ -25,8 +25,8 @@ from excam_jax.errors import UserError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDTH = 8  # configs/tiny.py: ResNet-18 at stem width 8.
 # Two epochs of 4 steps, a checkpoint every 2 steps, two kept; classification-only evals.
-TRAIN_ARGS = ['--config=configs/tiny.py', '--config.num_epochs=2', '--config.eval_every_steps=8',
-              '--config.keep_checkpoints=2', '--config.eval_localization=False']
+TRAIN_ARGS = ['--config=configs/tiny.py', '--config.train.num_epochs=2', '--config.train.eval_every_steps=8',
+              '--config.train.keep_checkpoints=2', '--config.eval.localization=False']
 KILLED_RUNNER = """
 import sys, time
 from excam_jax import cli
@@ -82,11 +82,11 @@ class TestCheckpoints:
     ckpt.save(2, _state(1.0), tiny.get_config())
     ckpt.wait()
     other = tiny.get_config()
-    other.eval_every_steps = 3  # Book-keeping and compute-only fields may change on resume.
+    other.train.eval_every_steps = 3  # Book-keeping and compute-only fields may change on resume.
     other.model.dtype = 'bfloat16'
     ckpt.check_compatible(other)
-    other.head_learning_rate = 0.5  # The schedule only with the caller's consent.
-    with pytest.raises(UserError, match=r'another schedule: head_learning_rate \(0\.05 in the '
+    other.optim.head_learning_rate = 0.5  # The schedule only with the caller's consent.
+    with pytest.raises(UserError, match=r'another schedule: optim\.head_learning_rate \(0\.05 in the '
                                         r'checkpoint, 0\.5 now\).*--allow_schedule_change'):
       ckpt.check_compatible(other)
     ckpt.check_compatible(other, allow_schedule_change=True)
@@ -94,8 +94,8 @@ class TestCheckpoints:
     with pytest.raises(UserError, match=r'model\.num_maps \(2 in the checkpoint, 3 now\)'):
       ckpt.check_compatible(other)
     reshuffled = tiny.get_config()
-    reshuffled.shuffle_buffer = 7  # Changes the data order an exact resume replays.
-    with pytest.raises(UserError, match=r'shuffle_buffer \(64 in the checkpoint, 7 now\)'):
+    reshuffled.data.shuffle_buffer = 7  # Changes the data order an exact resume replays.
+    with pytest.raises(UserError, match=r'data\.shuffle_buffer \(64 in the checkpoint, 7 now\)'):
       ckpt.check_compatible(reshuffled)
     ckpt.close()
 
@@ -180,7 +180,7 @@ def runs(tmp_path_factory):
   env = _env(str(base / 'cache'))
   weights = str(base / 'resnet18.safetensors')
   save_file(_resnet18_state_dict(), weights)
-  args = TRAIN_ARGS + [f'--config.pretrained={weights}']
+  args = TRAIN_ARGS + [f'--config.model.pretrained={weights}']
   full, killed = str(base / 'full'), str(base / 'killed')
 
   first = _main(args + [f'--workdir={full}'], env)

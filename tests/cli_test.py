@@ -66,7 +66,7 @@ class TestLoadConfigFile:
 
   def test_loads_a_good_file(self):
     config = cli.load_config_file('configs/tiny.py')
-    assert config.dataset == 'parts'
+    assert config.data.dataset == 'parts'
 
   @pytest.mark.parametrize('text, message', [
       ('def get_config(:\n', 'has a syntax error at line 1'),
@@ -134,7 +134,7 @@ def test_disk_full_escaping_a_command_is_one_line(tmp_path):
 def test_a_parts_run_and_its_evaluation_never_load_tensorflow(tmp_path):
   runner = ('import sys\nfrom configs import tiny\nfrom excam_jax import train\n'
             'from excam_jax.evaluation import runner\n'
-            'config = tiny.get_config()\nconfig.num_epochs = 1\n'
+            'config = tiny.get_config()\nconfig.train.num_epochs = 1\n'
             'train.train_and_evaluate(config, sys.argv[1])\n'
             'runner.evaluate_checkpoint(sys.argv[1], figures=1, workers=0)\n'
             'print("tensorflow loaded:", "tensorflow" in sys.modules)\n')

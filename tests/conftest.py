@@ -33,8 +33,8 @@ def fixture_write_tiny_checkpoint():
   """Returns f(path, step): writes an untrained tiny model's checkpoint and config in path."""
   def write(path, step):
     config = tiny.get_config()
-    model = network.create_model(config.model, config.parts.num_classes)
-    variables = random_variables(model, config.image_size)
+    model = network.create_model(config.model, config.data.parts.num_classes)
+    variables = random_variables(model, config.data.image_size)
     ckpt = checkpoints.Checkpoints(str(path), async_save=False)
     ckpt.save(step, {'params': variables['params'], 'batch_stats': variables['batch_stats']},
               config)

@@ -174,12 +174,12 @@ def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
                                      'tables.md']
   with open(os.path.join(out, 'metrics.json')) as f:
     metrics_json = json.load(f)
-  assert metrics_json['num_examples'] == config.parts.num_eval
+  assert metrics_json['num_examples'] == config.data.parts.num_eval
   assert metrics_json['step'] == 5 and metrics_json['dataset'] == 'parts'
   for key in ('classification_map', 'localization_ap', 'pointwise_ap', 'corloc', 'maxboxacc',
               'maxboxaccv2', 'parts_body_coverage', 'parts_map_precision'):
     assert key in metrics_json
-  assert len(metrics_json['per_class']['corloc']) == config.parts.num_classes
+  assert len(metrics_json['per_class']['corloc']) == config.data.parts.num_classes
   with open(os.path.join(out, 'tables.md')) as f:
     assert 'parts data set: fraction of body pixels' in f.read()
   # The other split goes to its own folder.

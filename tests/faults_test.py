@@ -26,8 +26,8 @@ from excam_jax import train
 from excam_jax import workdir_lock
 from excam_jax.errors import UserError
 
-ARGS = ['--config=configs/tiny.py', '--config.num_epochs=3', '--config.eval_every_steps=100',
-        '--config.eval_localization=False', '--config.keep_checkpoints=3']
+ARGS = ['--config=configs/tiny.py', '--config.train.num_epochs=3', '--config.train.eval_every_steps=100',
+        '--config.eval.localization=False', '--config.train.keep_checkpoints=3']
 LAST = 12  # 3 epochs of 32 images at batch 8.
 # As root, chmod does not stop our own writes: drop the capabilities that bypass it.
 NO_ROOT_BYPASS = (['setpriv', '--bounding-set=-dac_override,-dac_read_search,-fowner']
@@ -142,16 +142,16 @@ def test_evaluate_uses_the_step_before_a_damaged_latest(reference):
 def test_changed_schedule_is_refused_or_allowed_explicitly(reference):
   workdir = _copy(reference, 'schedule')
   before = sorted(os.listdir(workdir / checkpoints.CHECKPOINT_DIR))
-  code, _, lines = _main(workdir, reference['env'], '--config.num_epochs=4',
-                         '--config.head_learning_rate=0.01')
+  code, _, lines = _main(workdir, reference['env'], '--config.train.num_epochs=4',
+                         '--config.optim.head_learning_rate=0.01')
   cli_util.assert_one_error_line(code, lines, 'num_epochs (3 in the checkpoint, 4 now)',
                                  'head_learning_rate', '--allow_schedule_change')
   assert sorted(os.listdir(workdir / checkpoints.CHECKPOINT_DIR)) == before
-  code, _, lines = _main(workdir, reference['env'], '--config.num_epochs=2',
+  code, _, lines = _main(workdir, reference['env'], '--config.train.num_epochs=2',
                          '--allow_schedule_change')
   assert lines[0].startswith('warning: resuming step 12 with a changed schedule')  # Allowed...
   cli_util.assert_one_error_line(code, lines[1:], f'step {LAST} is past the last step 8')
-  code, _, lines = _main(workdir, reference['env'], '--config.num_epochs=4',
+  code, _, lines = _main(workdir, reference['env'], '--config.train.num_epochs=4',
                          '--allow_schedule_change')
   assert code == 0, lines[-5:]
   assert any(line.startswith('warning: resuming step 12 with a changed schedule') and
@@ -164,7 +164,7 @@ def test_second_run_on_a_held_workdir_refuses(reference):
   lock = workdir_lock.WorkdirLock(str(workdir)).acquire()
   try:
     before = sorted(os.listdir(workdir / checkpoints.CHECKPOINT_DIR))
-    code, _, lines = _main(workdir, reference['env'], '--config.num_epochs=4',
+    code, _, lines = _main(workdir, reference['env'], '--config.train.num_epochs=4',
                            '--allow_schedule_change')
     cli_util.assert_one_error_line(code, lines, 'is in use by process', str(os.getpid()))
     assert sorted(os.listdir(workdir / checkpoints.CHECKPOINT_DIR)) == before

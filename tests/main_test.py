@@ -12,24 +12,24 @@ CONFIG_CASES = [
     (['--config.foo=3'], ["unknown config field 'foo' in --config.foo=3"]),
     (['--config.model.nummaps=3'],
      ["unknown config field 'nummaps' in --config.model.nummaps=3 (did you mean 'num_maps'?)"]),
-    (['--config.batch_size=abc'], ['flag --config.batch_size=abc: invalid literal for int()']),
-    (['--config.schedule=linear'], ["config.schedule='linear' is invalid", "'constant'"]),
+    (['--config.train.batch_size=abc'], ['flag --config.train.batch_size=abc: invalid literal for int()']),
+    (['--config.optim.schedule=linear'], ["config.optim.schedule='linear' is invalid", "'constant'"]),
     (['--config.model.head=gradcam'], ["config.model.head='gradcam' is invalid"]),
     (['--config.model.num_maps=0'], ['config.model.num_maps=0 is invalid: allowed an int >= 1']),
     (['--config.model.kmax=1.5'], ['config.model.kmax=1.5 is invalid', 'whole count']),
     (['--config.model.drop_threshold=1.5'], ['config.model.drop_threshold=1.5 is invalid']),
-    (['--config.momentum=1.0'], ['config.momentum=1.0 is invalid']),
-    (['--config.head_learning_rate=nan'], ['config.head_learning_rate=nan is invalid']),
-    (['--config.image_size=100'], ['config.image_size=100 is invalid', 'multiple of 32']),
-    (['--config.dataset=coco'], ["config.dataset='coco' is invalid", "'voc/2007'"]),
-    (['--config.eval_split=val'], ["config.eval_split='val' is invalid", 'a split of parts']),
-    (['--config.parts.num_train=0'], ['config.parts.num_train=0 is invalid']),
-    (['--config.parts.num_eval=0'], ['config.parts.num_eval=0 is invalid']),
-    (['--config.parts.preset=huge'], ["config.parts.preset='huge' is invalid"]),
-    (['--config.pretrained=/no/such.safetensors'], ["config.pretrained='/no/such.safetensors'",
+    (['--config.optim.momentum=1.0'], ['config.optim.momentum=1.0 is invalid']),
+    (['--config.optim.head_learning_rate=nan'], ['config.optim.head_learning_rate=nan is invalid']),
+    (['--config.data.image_size=100'], ['config.data.image_size=100 is invalid', 'multiple of 32']),
+    (['--config.data.dataset=coco'], ["config.data.dataset='coco' is invalid", "'voc/2007'"]),
+    (['--config.data.eval_split=val'], ["config.data.eval_split='val' is invalid", 'a split of parts']),
+    (['--config.data.parts.num_train=0'], ['config.data.parts.num_train=0 is invalid']),
+    (['--config.data.parts.num_eval=0'], ['config.data.parts.num_eval=0 is invalid']),
+    (['--config.data.parts.preset=huge'], ["config.data.parts.preset='huge' is invalid"]),
+    (['--config.model.pretrained=/no/such.safetensors'], ["config.model.pretrained='/no/such.safetensors'",
                                                     'existing .safetensors or .npz']),
-    (['--config.diversity_loss=cosine', '--config.model.head=cam'],
-     ["config.diversity_loss='cosine' is invalid"]),
+    (['--config.optim.diversity_loss=cosine', '--config.model.head=cam'],
+     ["config.optim.diversity_loss='cosine' is invalid"]),
     (['extra_argument'], ["unexpected arguments ['extra_argument']"]),
 ]
 
@@ -108,7 +108,7 @@ def test_batch_not_divisible_by_the_devices(tmp_path):
   env = cli_util.command_env(XLA_FLAGS='--xla_force_host_platform_device_count=3')
   code, _, lines = cli_util.run_command('excam_jax.main', '--config=configs/tiny.py',
                                         f'--workdir={tmp_path / "run"}', env=env)
-  cli_util.assert_one_error_line(code, lines, 'config.batch_size=8 is invalid',
+  cli_util.assert_one_error_line(code, lines, 'config.train.batch_size=8 is invalid',
                                  'a multiple of the 3 devices')
   assert not os.path.exists(tmp_path / 'run')
 

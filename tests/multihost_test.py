@@ -30,7 +30,7 @@ from multihost_test import local_slices, run_steps
 from excam_jax import parallel
 
 config = tiny.get_config()
-config.distributed.update({'enabled': True, 'coordinator_address': sys.argv[1],
+config.train.distributed.update({'enabled': True, 'coordinator_address': sys.argv[1],
                            'num_processes': 2, 'process_id': int(sys.argv[2])})
 parallel.initialize(config)
 assert jax.process_count() == 2 and jax.device_count() == 2
@@ -62,7 +62,7 @@ def local_slices(path, process_index, process_count):
 
 def run_steps(config, local_batches):
   """STEPS training steps on the global mesh; returns the losses and the final parameters."""
-  model = PooledNet(num_classes=config.parts.num_classes, dropout=0.5)
+  model = PooledNet(num_classes=config.data.parts.num_classes, dropout=0.5)
   step_cfg = step_config()
   tx, _ = train.create_optimizer(step_cfg, total_steps=10)
   mesh = parallel.data_mesh()
@@ -72,7 +72,7 @@ def run_steps(config, local_batches):
   batches = parallel.prefetch(local_batches, parallel.batch_sharded(mesh), train.TRAIN_KEYS)
   losses = []
   for batch in batches:
-    assert batch['image'].shape[0] == config.batch_size  # The global batch, whatever the split.
+    assert batch['image'].shape[0] == config.train.batch_size  # The global batch, whatever the split.
     state, metrics = step(state, batch)
     losses.append(float(metrics['loss']))
   assert len(losses) == STEPS
@@ -117,6 +117,6 @@ def test_pipeline_gives_each_process_its_contiguous_slice():
   whole = next(pipeline.train_batches(config, start_step=1))
   halves = [next(pipeline.train_batches(config, start_step=1, process_index=i, process_count=2))
             for i in range(2)]
-  assert halves[0]['image'].shape[0] == config.batch_size // 2
+  assert halves[0]['image'].shape[0] == config.train.batch_size // 2
   for key in train.TRAIN_KEYS:
     np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])

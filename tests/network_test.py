@@ -15,6 +15,7 @@ from excam_jax.errors import ConfigError
 from excam_jax.models import excam
 from excam_jax.models import losses
 from excam_jax.models import network
+from excam_jax.models import resnet
 from excam_jax.models import variants
 from excam_jax.models import wildcat
 
@@ -216,33 +217,40 @@ def test_shipped_configs_are_valid(module):
 
 def test_voc_configs_follow_spec_defaults():
   c12, c07 = voc12.get_config(), voc07.get_config()
-  assert (c12.dataset, c12.train_split, c12.eval_split) == ('voc/2012', 'train', 'validation')
-  assert (c07.dataset, c07.train_split, c07.eval_split) == ('voc/2007', 'trainval', 'test')
+  d12, d07 = c12.data, c07.data
+  assert (d12.dataset, d12.train_split, d12.eval_split) == ('voc/2012', 'train', 'validation')
+  assert (d07.dataset, d07.train_split, d07.eval_split) == ('voc/2007', 'trainval', 'test')
   m = c12.model
   assert (m.depth, m.num_maps, m.kmax, m.kmin, m.alpha) == (101, 8, 0.2, 0.2, 0.6)
-  assert (c12.batch_size, c12.num_epochs, c12.momentum, c12.weight_decay) == (16, 20, 0.9, 1e-4)
-  assert (c12.head_learning_rate, c12.trunk_learning_rate) == (0.01, 0.001)
+  o, t = c12.optim, c12.train
+  assert (t.batch_size, t.num_epochs, o.momentum, o.weight_decay) == (16, 20, 0.9, 1e-4)
+  assert (o.head_learning_rate, o.trunk_learning_rate) == (0.01, 0.001)
+
+
+def test_config_checks_know_the_trunks():
+  assert config_checks.DEPTHS == tuple(sorted(resnet.STAGES))
+  assert config_checks.OUTPUT_STRIDES == resnet.OUTPUT_STRIDES
 
 
 @pytest.mark.parametrize('field, value', [
     ('model.num_maps', 0), ('model.kmax', 50), ('model.kmax', 0.0), ('model.kmin', -0.5),
-    ('model.depth', 42), ('image_size', 230), ('model.head', 'gradcam'),
+    ('model.depth', 42), ('data.image_size', 230), ('model.head', 'gradcam'),
     ('model.output_stride', 4), ('model.drop_threshold', 1.0), ('model.learn_threshold', 'yes'),
-    ('model.dtype', 'float16'), ('model.temperature', 0.0), ('diversity_loss', 'l1')])
+    ('model.dtype', 'float16'), ('model.temperature', 0.0), ('optim.diversity_loss', 'l1')])
 def test_invalid_values_name_the_field(field, value):
   config = voc12.get_config()  # 224 px, stride 32: n = 49.
-  section, _, name = field.rpartition('.')
-  (config.model if section else config)[name] = value
+  section, name = field.split('.')
+  config[section][name] = value
   with pytest.raises(ConfigError, match=f'config.{field}='):
     config_checks.validate_model(config)
 
 
 def test_diversity_loss_needs_per_class_maps():
   config = voc12.get_config()
-  config.diversity_loss = 'cosine'
+  config.optim.diversity_loss = 'cosine'
   config_checks.validate_model(config)
   config.model.head = 'cam'
-  with pytest.raises(ConfigError, match="config.diversity_loss='cosine'.*model.head='cam'"):
+  with pytest.raises(ConfigError, match="config.optim.diversity_loss='cosine'.*model.head='cam'"):
     config_checks.validate_model(config)
 
 
@@ -250,6 +258,6 @@ def test_kmax_count_limit_follows_map_size():
   config = voc12.get_config()
   config.model.kmax = 49
   config_checks.validate_model(config)
-  config.image_size = 448  # 14 x 14 = 196 cells.
+  config.data.image_size = 448  # 14 x 14 = 196 cells.
   config.model.kmax = 196
   config_checks.validate_model(config)

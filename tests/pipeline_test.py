@@ -14,9 +14,11 @@ from excam_jax.errors import UserError
 
 def _config(**overrides):
   config = tiny.get_config()  # 32 train / 12 eval images, 3 classes, batch 8.
-  config.parts.image_size = 64
-  config.image_size = 64  # Native size: the pipeline's only pixel change is the normalisation.
-  config.update(overrides)
+  config.data.parts.image_size = 64
+  config.data.image_size = 64  # Native size: the pipeline's only pixel change is the normalisation.
+  for key, value in overrides.items():
+    section = 'train' if key in ('seed', 'batch_size') else 'data'
+    config[section][key] = value
   return config
 
 
@@ -147,7 +149,7 @@ def test_eval_resizes_to_image_size():
 
 
 @pytest.mark.parametrize('overrides, match', [
-    ({'batch_size': 6}, 'batch_size'), ({'dataset': 'coco'}, 'config.dataset'),
+    ({'batch_size': 6}, 'batch_size'), ({'dataset': 'coco'}, 'config.data.dataset'),
     ({'train_split': 'trainval'}, 'splits')])
 def test_user_errors(overrides, match):
   with pytest.raises(UserError, match=match):

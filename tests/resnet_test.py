@@ -57,7 +57,6 @@ def small():
 def test_small_forward_shape(small):
   model, variables, x = small
   assert model.apply(variables, x).shape == (4, 2, 2, 64)
-  assert resnet.num_features(18, 8) == 64 and resnet.num_features(101) == 2048
 
 
 def test_batchnorm_train_updates_statistics_eval_does_not_depend_on_batch(small):

@@ -129,7 +129,7 @@ def test_non_difficult_objects_show_at_least_half_a_part():
     ({'image_size': 8}, 'image_size')])
 def test_bad_settings_name_the_field(kwargs, field):
   args = {'preset': 'main', 'num_classes': 6, 'image_size': 64} | kwargs
-  with pytest.raises(UserError, match=f'config.parts.{field}'):
+  with pytest.raises(UserError, match=f'config.data.parts.{field}'):
     synthetic.render(0, 'train', 0, **args)
 
 

@@ -179,14 +179,17 @@ class TestTrainStep:
 class TestConfigChecks:
 
   @pytest.mark.parametrize('field, value, message', [
-      ('schedule', 'linear', r"config\.schedule='linear' is invalid"),
-      ('batch_size', 0, r'config\.batch_size=0 is invalid: allowed an int >= 1'),
-      ('head_learning_rate', float('nan'), r'config\.head_learning_rate=nan'),
-      ('momentum', 1.0, r'config\.momentum=1\.0'),
+      ('optim.schedule', 'linear', r"config\.optim\.schedule='linear' is invalid"),
+      ('train.batch_size', 0, r'config\.train\.batch_size=0 is invalid: allowed an int >= 1'),
+      ('optim.head_learning_rate', float('nan'), r'config\.optim\.head_learning_rate=nan'),
+      ('optim.momentum', 1.0, r'config\.optim\.momentum=1\.0'),
+      ('eval.batch_size', 0, r'config\.eval\.batch_size=0'),
+      ('eval.maxboxacc', 'cubic', r"config\.eval\.maxboxacc='cubic'"),
   ])
   def test_bad_training_field(self, field, value, message):
     config = tiny.get_config()
-    config[field] = value
+    section, name = field.split('.')
+    config[section][name] = value
     with pytest.raises(ConfigError, match=message):
       config_checks.validate(config)
 

@@ -27,13 +27,15 @@ def _jpeg(height, width, colour):
 
 def _config(tmp_path, **overrides):
   config = voc07.get_config()
-  config.data_dir = str(tmp_path / 'tfds')
-  config.manual_dir = str(tmp_path / 'manual')
-  config.image_size = 16
-  config.batch_size = 4
-  config.eval_batch_size = 4
-  config.shuffle_buffer = 16
-  config.update(overrides)
+  config.data.data_dir = str(tmp_path / 'tfds')
+  config.data.manual_dir = str(tmp_path / 'manual')
+  config.data.image_size = 16
+  config.train.batch_size = 4
+  config.eval.batch_size = 4
+  config.data.shuffle_buffer = 16
+  for key, value in overrides.items():  # 'train_batch_size' -> config.train.batch_size.
+    section, name = key.split('_', 1)
+    config[section][name] = value
   return config
 
 
@@ -134,7 +136,7 @@ def test_pipeline_on_mock_data(tmp_path):
 
 def test_train_epoch_on_mock_trainval(tmp_path):
   """The first batch of 3 is the first epoch of trainval: every image once."""
-  config = _config(tmp_path, batch_size=3)
+  config = _config(tmp_path, train_batch_size=3)
   with tfds.testing.mock_data(as_dataset_fn=_fake_as_dataset), \
       mock.patch.object(voc, 'is_prepared', lambda builder: True):
     batch = next(pipeline.train_batches(config))

@@ -1,9 +1,9 @@
 """Batches of the built-in parts data set, in numpy: no TensorFlow in a parts run.
 
 The order follows the rules of `excam_jax.data.pipeline`: epoch e is a permutation of the split
-drawn from (config.seed, e); position p of the concatenated epochs is example p % B of global step
+drawn from (config.train.seed, e); position p of the concatenated epochs is example p % B of global step
 p // B, process i keeps positions with (p % B) // (B / P) == i, and the flip of position p is a
-draw keyed by (config.seed, p). A batch therefore depends only on (config, step), never on how
+draw keyed by (config.train.seed, p). A batch therefore depends only on (config, step), never on how
 many processes share it, and a resumed run reads exactly the batches it would have read.
 """
 
@@ -18,7 +18,7 @@ _FLIP_STREAM = 1  # Keeps the flip draws apart from the permutations' streams.
 
 
 def _split_arrays(config, split):
-  p = config.parts
+  p = config.data.parts
   num = p.num_train if split == 'train' else p.num_eval
   return synthetic.generate(p.seed, split, num, p.preset, p.num_classes, p.image_size)
 
@@ -69,8 +69,8 @@ def _batch(arrays, indices, size, num_classes, flip=None):
 
 def train_batches(config, local, *, start_step, process_index):
   """Infinite iterator of this process's training batches from `start_step` on."""
-  arrays = _split_arrays(config, config.train_split)
-  n, global_batch = len(arrays['image_id']), config.batch_size
+  arrays = _split_arrays(config, config.data.train_split)
+  n, global_batch = len(arrays['image_id']), config.train.batch_size
   step = start_step
   orders = {}
   while True:
@@ -78,22 +78,22 @@ def train_batches(config, local, *, start_step, process_index):
     epochs = positions // n
     for e in np.unique(epochs):
       if e not in orders:
-        orders[e] = _permutation(config.seed, int(e), n)
+        orders[e] = _permutation(config.train.seed, int(e), n)
     orders = {e: order for e, order in orders.items() if e >= epochs.min()}
     indices = np.array([orders[e][p % n] for e, p in zip(epochs, positions)])
-    yield _batch(arrays, indices, config.image_size, config.parts.num_classes,
-                 flips(config.seed, positions))
+    yield _batch(arrays, indices, config.data.image_size, config.data.parts.num_classes,
+                 flips(config.train.seed, positions))
     step += 1
 
 
 def eval_batches(config, split, local, *, process_index):
   """The split in order, padded with mask-0 examples to whole global batches."""
   arrays = _split_arrays(config, split)
-  n, global_batch = len(arrays['image_id']), config.eval_batch_size
+  n, global_batch = len(arrays['image_id']), config.eval.batch_size
   for start in range(0, math.ceil(n / global_batch) * global_batch, global_batch):
     positions = start + process_index * local + np.arange(local)
     real = positions[positions < n]
-    batch = _batch(arrays, real, config.image_size, config.parts.num_classes)
+    batch = _batch(arrays, real, config.data.image_size, config.data.parts.num_classes)
     pad = local - len(real)
     if pad:
       batch = {k: np.concatenate([v, _padding(v, k, pad)]) for k, v in batch.items()}

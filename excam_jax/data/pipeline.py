@@ -4,10 +4,10 @@ Both sources give a raw example stream in a fixed order (image_id = index in the
 randomness is keyed by the seed and by positions in that stream, which makes the batches
 deterministic, exactly resumable and independent of how many processes share them:
 
-  train: epoch e is the raw stream shuffled with a seed derived from (config.seed, e); the epochs
+  train: epoch e is the raw stream shuffled with a seed derived from (config.train.seed, e); the epochs
          are concatenated and position p of the result is example p % B of global step p // B.
          Process i of P keeps positions with (p % B) // (B / P) == i; the flip of position p is
-         drawn statelessly from (config.seed, p). Resuming at step t skips t * B raw records
+         drawn statelessly from (config.train.seed, p). Resuming at step t skips t * B raw records
          without decoding them.
   eval:  the raw stream in order, padded with mask-0 examples to a multiple of the global eval
          batch E; process i keeps the same slice of every global batch.
@@ -34,19 +34,19 @@ class DatasetInfo(NamedTuple):
 
 
 def _check_dataset(config, *splits):
-  if config.dataset == 'parts':
-    p = config.parts
+  if config.data.dataset == 'parts':
+    p = config.data.parts
     synthetic.validate(p.preset, p.num_classes, p.image_size)
     names = synthetic.SPLITS
-  elif config.dataset in voc_info.TARS:
-    names = voc_info.SPLITS[config.dataset]
+  elif config.data.dataset in voc_info.TARS:
+    names = voc_info.SPLITS[config.data.dataset]
   else:
-    raise UserError(f"config.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
-                    f'not {config.dataset!r}.')
+    raise UserError(f"config.data.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
+                    f'not {config.data.dataset!r}.')
   for split in splits:
     if split not in names:
-      raise UserError(f'{config.dataset} has splits {sorted(names)}; set config.train_split / '
-                      f'config.eval_split to one of them, not {split!r}.')
+      raise UserError(f'{config.data.dataset} has splits {sorted(names)}; set config.data.train_split / '
+                      f'config.data.eval_split to one of them, not {split!r}.')
 
 
 def _voc_pipeline():
@@ -58,19 +58,19 @@ def _voc_pipeline():
 
 def dataset_info(config):
   """Name, classes and split sizes of config.dataset (prepares VOC from local tars if needed)."""
-  _check_dataset(config, config.train_split, config.eval_split)
-  if config.dataset == 'parts':
-    p = config.parts
+  _check_dataset(config, config.data.train_split, config.data.eval_split)
+  if config.data.dataset == 'parts':
+    p = config.data.parts
     return DatasetInfo('parts', p.num_classes, synthetic.class_names(p.num_classes),
                        p.num_train, p.num_eval)
   sizes = _voc_pipeline().split_sizes(config)
-  return DatasetInfo(config.dataset, len(voc_info.CLASS_NAMES), voc_info.CLASS_NAMES, *sizes)
+  return DatasetInfo(config.data.dataset, len(voc_info.CLASS_NAMES), voc_info.CLASS_NAMES, *sizes)
 
 
 def class_names(config):
-  """The class names of config.dataset, without reading any data."""
-  if config.dataset == 'parts':
-    return synthetic.class_names(config.parts.num_classes)
+  """The class names of config.data.dataset, without reading any data."""
+  if config.data.dataset == 'parts':
+    return synthetic.class_names(config.data.parts.num_classes)
   return voc_info.CLASS_NAMES
 
 
@@ -92,17 +92,17 @@ def train_batches(config, *, start_step=0, process_index=0, process_count=1):
       seed, and data_dir/manual_dir or parts).
     start_step: the first step to yield; batches equal those of a fresh iterator from that step.
     process_index: this process's index.
-    process_count: number of processes; each gets config.batch_size // process_count examples.
+    process_count: number of processes; each gets config.train.batch_size // process_count examples.
 
   Returns:
     An iterator of dicts with image, label, ignore, boxes, box_labels, box_difficult, orig_size,
     image_id, mask.
   """
-  local = local_batch_size(config.batch_size, 'batch_size', process_index, process_count)
+  local = local_batch_size(config.train.batch_size, 'train.batch_size', process_index, process_count)
   if start_step < 0:
     raise UserError(f'start_step must be non-negative, not {start_step}.')
-  _check_dataset(config, config.train_split)
-  source = parts_pipeline if config.dataset == 'parts' else _voc_pipeline()
+  _check_dataset(config, config.data.train_split)
+  source = parts_pipeline if config.data.dataset == 'parts' else _voc_pipeline()
   return source.train_batches(config, local, start_step=start_step, process_index=process_index)
 
 
@@ -111,18 +111,18 @@ def eval_batches(config, split=None, *, process_index=0, process_count=1):
 
   Args:
     config: the experiment config.
-    split: split name; config.eval_split when None.
+    split: split name; config.data.eval_split when None.
     process_index: this process's index.
     process_count: number of processes; each gets its slice of every global batch of
-      config.eval_batch_size examples.
+      config.eval.batch_size examples.
 
   Returns:
     An iterator of ceil(N / eval_batch_size) batches per process, as in the package docstring;
     padded examples have mask 0, box_labels -1 and image_id -1.
   """
-  split = config.eval_split if split is None else split
-  local = local_batch_size(config.eval_batch_size, 'eval_batch_size', process_index,
+  split = config.data.eval_split if split is None else split
+  local = local_batch_size(config.eval.batch_size, 'eval.batch_size', process_index,
                            process_count)
   _check_dataset(config, split)
-  source = parts_pipeline if config.dataset == 'parts' else _voc_pipeline()
+  source = parts_pipeline if config.data.dataset == 'parts' else _voc_pipeline()
   return source.eval_batches(config, split, local, process_index=process_index)

@@ -56,7 +56,7 @@ def prepare(dataset, data_dir='', manual_dir=''):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from excam_jax.data import voc  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(
-      {'dataset': dataset, 'data_dir': data_dir, 'manual_dir': manual_dir})
+      {'data': {'dataset': dataset, 'data_dir': data_dir, 'manual_dir': manual_dir}})
   builder = tfds.builder(dataset, data_dir=data_dir or None)
   if voc.is_prepared(builder):
     print(f'{dataset} is already prepared in {builder.data_dir}.')

@@ -72,11 +72,11 @@ def class_colours(num_classes):
 def validate(preset, num_classes, image_size):
   """Raises UserError naming the config field when a parts setting is out of range."""
   if preset not in PRESETS:
-    raise UserError(f'config.parts.preset must be one of {sorted(PRESETS)}, not {preset!r}.')
+    raise UserError(f'config.data.parts.preset must be one of {sorted(PRESETS)}, not {preset!r}.')
   if not 1 <= num_classes <= MAX_CLASSES:
-    raise UserError(f'config.parts.num_classes must lie in [1, {MAX_CLASSES}], not {num_classes}.')
+    raise UserError(f'config.data.parts.num_classes must lie in [1, {MAX_CLASSES}], not {num_classes}.')
   if image_size < 32:
-    raise UserError(f'config.parts.image_size must be at least 32 pixels, not {image_size}.')
+    raise UserError(f'config.data.parts.image_size must be at least 32 pixels, not {image_size}.')
 
 
 def _rng(seed, split, index, preset, num_classes, image_size):
@@ -286,7 +286,7 @@ def render(seed, split, index, preset='main', num_classes=6, image_size=128):
   """Generates one example of the parts data set, with its per-object masks.
 
   Args:
-    seed: data set seed (config.parts.seed).
+    seed: data set seed (config.data.parts.seed).
     split: 'train', 'validation' or 'test'.
     index: index of the example in its split.
     preset: 'main', 'hard', 'easy' or 'small'.

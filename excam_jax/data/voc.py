@@ -20,21 +20,21 @@ CLASS_NAMES, TARS, SPLITS, MAX_BOXES = (voc_info.CLASS_NAMES, voc_info.TARS, voc
 
 def data_dir(config):
   """The TFDS data dir of the config ('' means the TFDS default, ~/tensorflow_datasets)."""
-  return os.path.expanduser(config.data_dir) if config.data_dir else tfds.core.constants.DATA_DIR
+  return os.path.expanduser(config.data.data_dir) if config.data.data_dir else tfds.core.constants.DATA_DIR
 
 
 def manual_dir(config):
-  """Where the VOC tars must lie: config.manual_dir, else <data_dir>/downloads/manual."""
-  if config.manual_dir:
-    return os.path.expanduser(config.manual_dir)
+  """Where the VOC tars must lie: config.data.manual_dir, else <data_dir>/downloads/manual."""
+  if config.data.manual_dir:
+    return os.path.expanduser(config.data.manual_dir)
   return os.path.join(data_dir(config), 'downloads', 'manual')
 
 
 def tfds_split(name, split):
   """Maps a config split name ('trainval', 'test', ...) to the TFDS split of `name`."""
   if split not in SPLITS[name]:
-    raise UserError(f'{name} has splits {sorted(SPLITS[name])}; set config.train_split / '
-                    f'config.eval_split to one of them, not {split!r}.')
+    raise UserError(f'{name} has splits {sorted(SPLITS[name])}; set config.data.train_split / '
+                    f'config.data.eval_split to one of them, not {split!r}.')
   return SPLITS[name][split]
 
 
@@ -91,13 +91,13 @@ def prepare(builder, directory):
 
 
 def load_builder(config):
-  """The prepared TFDS builder of config.dataset; prepares it from local tars when needed.
+  """The prepared TFDS builder of config.data.dataset; prepares it from local tars when needed.
 
   Raises:
     UserError: naming the tars and where to put them when the data is neither prepared nor
       available as tars.
   """
-  builder = tfds.builder(config.dataset, data_dir=config.data_dir or None)
+  builder = tfds.builder(config.data.dataset, data_dir=config.data.data_dir or None)
   if not is_prepared(builder):
     prepare(builder, manual_dir(config))
   return builder

@@ -28,20 +28,20 @@ class _Source(NamedTuple):
 
 
 def _source(config, split):
-  """The raw example stream of one split of config.dataset."""
-  if config.dataset in voc.TARS:
-    split = voc.tfds_split(config.dataset, split)
+  """The raw example stream of one split of config.data.dataset."""
+  if config.data.dataset in voc.TARS:
+    split = voc.tfds_split(config.data.dataset, split)
     raw, num = voc.raw_dataset(voc.load_builder(config), split)
     return _Source(raw, num, len(voc.CLASS_NAMES), True, voc.MAX_BOXES, one_based_boxes=True)
-  raise UserError(f"config.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
-                  f'not {config.dataset!r}.')
+  raise UserError(f"config.data.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
+                  f'not {config.data.dataset!r}.')
 
 
 def split_sizes(config):
   """(train, eval) example counts of a VOC config (prepares VOC from local tars if needed)."""
   builder = voc.load_builder(config)
-  return tuple(voc.raw_dataset(builder, voc.tfds_split(config.dataset, s))[1]
-               for s in (config.train_split, config.eval_split))
+  return tuple(voc.raw_dataset(builder, voc.tfds_split(config.data.dataset, s))[1]
+               for s in (config.data.train_split, config.data.eval_split))
 
 
 def _options():
@@ -75,29 +75,29 @@ def _epoch_seed(seed, epoch):
 
 def train_batches(config, local, *, start_step, process_index):
   """Infinite iterator of this process's training batches (`local` examples each)."""
-  global_batch = config.batch_size
-  source = _source(config, config.train_split)
+  global_batch = config.train.batch_size
+  source = _source(config, config.data.train_split)
   start = start_step * global_batch
   first_epoch, offset = divmod(start, source.num_examples)
-  buffer = max(1, min(config.shuffle_buffer, source.num_examples))
+  buffer = max(1, min(config.data.shuffle_buffer, source.num_examples))
 
   def epoch(e):
-    return source.raw.shuffle(buffer, seed=_epoch_seed(config.seed, e),
+    return source.raw.shuffle(buffer, seed=_epoch_seed(config.train.seed, e),
                               reshuffle_each_iteration=False)
 
   def prepare(position, example):
     return preprocess.prepare_example(
-        example, size=config.image_size, num_classes=source.num_classes,
+        example, size=config.data.image_size, num_classes=source.num_classes,
         max_boxes=source.max_boxes, encoded=source.encoded,
         one_based_boxes=source.one_based_boxes,
-        flip_seed=tf.stack([tf.cast(config.seed, tf.int64), position]))
+        flip_seed=tf.stack([tf.cast(config.train.seed, tf.int64), position]))
 
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
   ds = ds.skip(offset).enumerate(start)
   ds = ds.filter(lambda p, _: (p % global_batch) // local == process_index)
   ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
   ds = ds.batch(local, drop_remainder=True).prefetch(2)
-  return _numpy_batches(ds, f'{config.dataset} {config.train_split}')
+  return _numpy_batches(ds, f'{config.data.dataset} {config.data.train_split}')
 
 
 def _padding_example(element_spec):
@@ -110,7 +110,7 @@ def _padding_example(element_spec):
 
 def eval_batches(config, split, local, *, process_index):
   """Every example of `split` once, padded with mask-0 examples to whole global batches."""
-  global_batch = config.eval_batch_size
+  global_batch = config.eval.batch_size
   source = _source(config, split)
   total = math.ceil(source.num_examples / global_batch) * global_batch
 
@@ -119,7 +119,7 @@ def eval_batches(config, split, local, *, process_index):
 
   def prepare(_, example):
     return preprocess.prepare_example(
-        example, size=config.image_size, num_classes=source.num_classes,
+        example, size=config.data.image_size, num_classes=source.num_classes,
         max_boxes=source.max_boxes, encoded=source.encoded,
         one_based_boxes=source.one_based_boxes)
 
@@ -128,4 +128,4 @@ def eval_batches(config, split, local, *, process_index):
   pad = _padding_example(real.element_spec)
   padding = tf.data.Dataset.range(source.num_examples, total).filter(mine).map(lambda _: pad)
   ds = real.concatenate(padding).batch(local).prefetch(2)
-  return _numpy_batches(ds, f'{config.dataset} {split}')
+  return _numpy_batches(ds, f'{config.data.dataset} {split}')

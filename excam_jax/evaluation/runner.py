@@ -88,13 +88,13 @@ def write_figures(out_dir, examples, class_names, per_class, dataset, threshold,
 def _with_eval_split(config, split):
   """A copy of `config` whose eval_split is `split` (so dataset_info checks that split)."""
   config = config.copy_and_resolve_references()
-  config.eval_split = split
+  config.data.eval_split = split
   return config
 
 
 def _output_dir(workdir, step, split, config, output):
   out_dir = output or os.path.join(workdir, 'eval', str(step))
-  if not output and split != config.eval_split:
+  if not output and split != config.data.eval_split:
     out_dir = os.path.join(out_dir, split)
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise UserError(f'the output {out_dir} is a file, not a directory; pass another --output.')
@@ -128,17 +128,17 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   from excam_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   from excam_jax.models import network  # pylint: disable=g-import-not-at-top
   config, variables, step = checkpoints.restore(workdir, step)
-  split = split or config.eval_split
+  split = split or config.data.eval_split
   info = pipeline.dataset_info(_with_eval_split(config, split))  # Checks the split.
   scoring = evaluator.protocol_from_config(config.get('eval'), **(protocol or {}))
-  other = (report.load_compare(compare, info.num_classes, report.bar_metric(config.dataset))
+  other = (report.load_compare(compare, info.num_classes, report.bar_metric(config.data.dataset))
            if compare else None)
   out_dir = _output_dir(workdir, step, split, config, output)
   predict_fn = make_predict_fn(network.create_model(config.model, info.num_classes), variables)
   pool = evaluator.sweep_pool(workers)
   try:
     scorer = evaluator.Evaluator(info.class_names, scoring, pool=pool)
-    measures = parts.PartsMeasures(config.parts, split) if config.dataset == 'parts' else None
+    measures = parts.PartsMeasures(config.data.parts, split) if config.data.dataset == 'parts' else None
     examples = _Examples(figures)
     for batch in pipeline.eval_batches(config, split):
       if not np.any(np.asarray(batch['mask']) > 0):
@@ -154,13 +154,13 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
       pool.shutdown()
   if measures:
     result.update(measures.compute())
-  result.update(dataset=config.dataset, split=split, step=int(step),
+  result.update(dataset=config.data.dataset, split=split, step=int(step),
                 protocol=scoring.describe(), metrics=report.METRICS)
   files.write_text(os.path.join(out_dir, 'metrics.json'),
                    json.dumps(report.jsonable(result), indent=2))
   files.write_text(os.path.join(out_dir, 'tables.md'),
-                   report.markdown_report(result, info.class_names, config.dataset, split, step))
+                   report.markdown_report(result, info.class_names, config.data.dataset, split, step))
   if figures > 0 and examples.taken:
     write_figures(out_dir, examples.batch(), info.class_names, result['per_class'],
-                  config.dataset, scoring.threshold, other)
+                  config.data.dataset, scoring.threshold, other)
   return out_dir

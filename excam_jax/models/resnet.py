@@ -154,8 +154,3 @@ class ResNet(nn.Module):
         x = block(dilation=dilation, first_dilation=dilation, name=f'layer{stage}_{i}')(x)
       in_features = out_features
     return x
-
-
-def num_features(depth, width=64):
-  """Channels of the trunk's output: 8 * width * expansion (2048 for ResNet-50/101/152)."""
-  return 8 * width * (1 if STAGES[depth][0] == 'basic' else 4)
