@@ -31,6 +31,7 @@ from excam_jax import pretrained
 from excam_jax import summary
 from excam_jax import workdir_lock
 from excam_jax.errors import Stopped, UserError, check_field
+from excam_jax.models import losses
 from excam_jax.models import network
 
 _LOG = logging.getLogger(__name__)
@@ -118,11 +119,11 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
     variables = {'params': params, 'batch_stats': state.batch_stats}
     (logits, aux), updates = model.apply(variables, batch['image'], train=True,
                                          mutable=['batch_stats'], rngs={'dropout': rng})
-    bce = network.bce_loss(logits.astype(jnp.float32), batch['label'], batch['mask'])
+    bce = losses.bce_loss(logits.astype(jnp.float32), batch['label'], batch['mask'])
     metrics = {'bce_loss': bce}
     loss = bce
     if diversity_loss != 'none':
-      diversity = network.diversity_loss(aux['maps'].astype(jnp.float32), diversity_loss)
+      diversity = losses.diversity_loss(aux['maps'].astype(jnp.float32), diversity_loss)
       metrics['diversity_loss'] = diversity
       loss = loss + diversity_weight * diversity
     metrics['loss'] = loss

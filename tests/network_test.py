@@ -202,12 +202,6 @@ def test_cam_maps_average_to_logits_minus_bias():
                              atol=1e-5)
 
 
-def test_loss_aliases_point_to_losses_module():
-  # Temporary: train.py still calls network.bce_loss / network.diversity_loss.
-  assert network.bce_loss is losses.bce_loss
-  assert network.diversity_loss is losses.diversity_loss
-
-
 @pytest.mark.parametrize('module', [voc12, voc07, synthetic, tiny])
 def test_shipped_configs_are_valid(module):
   config = module.get_config()

@@ -13,9 +13,6 @@ from excam_jax.models import wildcat
 HEADS = config_checks.HEADS
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
-# Moved to losses.py; train.py switches over.
-bce_loss = losses.bce_loss
-diversity_loss = losses.diversity_loss
 
 
 class WSOLNet(nn.Module):
