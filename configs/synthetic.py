@@ -5,7 +5,7 @@ Command:
 
 A small ResNet-18 (stem width 8, output stride 8: 12x12 maps) trained from scratch on 96-px
 images of the 'main' preset (large bodies shared by all classes, small class-specific parts),
-1,500 steps at batch 32. Hardware: 2 CPU cores, about 6 minutes (data generation included).
+1,500 steps at batch 32. Hardware: 2 CPU cores, about 7 minutes (data generation included).
 The evaluation report: python -m excam_jax.evaluate --workdir=runs/synthetic.
 
 This run uses self_drop=False and M = 2: with the literal self_drop=True every map after the
@@ -13,9 +13,10 @@ first is <= 0, the class map is positive only where the first map is, and locali
 (pointwise AP 0.34 at M = 4); M = 1 collapses too and M = 8 is worse than M = 2 or 4 (see
 experiments/results/). experiments/ablate.py reruns these comparisons.
 
-Expected at the end (seed 0; runs repeat exactly on one machine): classification mAP 0.991,
-pointwise localization AP 0.991, CorLoc 0.239, MaxBoxAcc 0.295, localization AP 0.079, body
-coverage 0.81 with background activation 0.53.
+Expected at the end (seed 0; runs repeat exactly on one machine; python -m excam_jax.evaluate,
+exact protocol): classification mAP 0.994, pointwise localization AP 0.991, CorLoc 0.224,
+MaxBoxAcc 0.310 (0.317 under --maxboxacc=wsolevaluation), localization AP 0.075, body coverage
+0.81 with background activation 0.52.
 """
 
 from configs import voc12
