@@ -144,24 +144,24 @@ def test_adl_is_identity_at_test_time():
   np.testing.assert_array_equal(aux['maps'], aux['dropped_maps'])
 
 
-def test_adl_training_applies_drop_or_importance_map():
-  maps = jnp.array([1., 2., 10., -3.]).reshape(1, 2, 2, 1, 1)
-  seen = set()
-  for seed in range(20):
-    out = variants.adl_per_map(maps, jax.random.key(seed), True, gamma=0.9, drop_rate=0.75)
-    drop = np.array([1., 2., 0., -3.])  # Cells >= 0.9 * 10 dropped.
-    importance = np.asarray(maps).ravel() * jax.nn.sigmoid(maps).ravel()
-    if np.allclose(out.ravel(), drop):
-      seen.add('drop')
-    else:
-      np.testing.assert_allclose(out.ravel(), importance, rtol=1e-6)
-      seen.add('importance')
-  assert seen == {'drop', 'importance'}
-
-
 ADL_MAPS = jnp.array([1., 2., 10., -3.]).reshape(1, 2, 2, 1, 1)
 ADL_DROP = np.array([1., 2., 0., -3.])  # Cells >= 0.9 * 10 dropped.
 ADL_IMPORTANCE = np.asarray(ADL_MAPS).ravel() * np.asarray(jax.nn.sigmoid(ADL_MAPS)).ravel()
+
+
+def _drop_or_importance(out):
+  """Which of ADL's two outputs `out` is; fails if it is neither."""
+  if np.array_equal(np.ravel(out), ADL_DROP):
+    return 'drop'
+  np.testing.assert_allclose(np.ravel(out), ADL_IMPORTANCE, rtol=1e-6)
+  return 'importance'
+
+
+def test_adl_training_applies_drop_or_importance_map():
+  seen = {_drop_or_importance(variants.adl_per_map(ADL_MAPS, jax.random.key(seed), True,
+                                                   gamma=0.9, drop_rate=0.75))
+          for seed in range(20)}
+  assert seen == {'drop', 'importance'}
 
 
 def test_attention_dropout_is_identity_at_eval_without_rng():
@@ -180,11 +180,7 @@ def test_attention_dropout_draws_from_the_dropout_rng_in_training():
     out = module.apply({}, ADL_MAPS, train=True, rngs={'dropout': jax.random.key(seed)})
     again = module.apply({}, ADL_MAPS, train=True, rngs={'dropout': jax.random.key(seed)})
     np.testing.assert_array_equal(out, again)  # The draw is a function of the key.
-    if np.array_equal(out.ravel(), ADL_DROP):
-      seen.add('drop')
-    else:
-      np.testing.assert_allclose(out.ravel(), ADL_IMPORTANCE, rtol=1e-6)
-      seen.add('importance')
+    seen.add(_drop_or_importance(out))
   assert seen == {'drop', 'importance'}
   # drop_rate 1 and 0 always pick the drop mask and the importance map.
   key = {'dropout': jax.random.key(0)}

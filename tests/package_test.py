@@ -26,7 +26,7 @@ SCRIPTS = {
 }
 # Files a built wheel must hold: the package, its subpackages and the configs package.
 WHEEL_FILES = ('excam_jax/cli.py', 'excam_jax/models/resnet.py', 'excam_jax/data/prepare.py',
-               'excam_jax/evaluation/evaluate.py', 'configs/__init__.py', 'configs/voc12.py')
+               'excam_jax/evaluation/evaluator.py', 'configs/__init__.py', 'configs/voc12.py')
 
 
 def _pyproject():
