@@ -2,6 +2,7 @@ r"""Benchmark of the ResNet-101 ex-CAM train and eval steps, and XLA memory of t
 
   python experiments/bench_resnet101.py                      # whatever devices exist
   python experiments/bench_resnet101.py --steps=20 --out=experiments/resnet101_benchmark.md
+  python experiments/bench_resnet101.py --json   # one JSON line: train/eval seconds per step
 
 Part 1 times the jitted, donated train step and the eval step (VOC config: 20 classes, M = 8) at
 batch 8, 224 px, after one warm-up call, on all devices of a 'data' mesh. Part 2 compiles (does
@@ -13,6 +14,7 @@ before it. Figures from a CPU compile describe XLA:CPU's fusion decisions, not a
 
 import argparse
 import functools
+import json
 import os
 import sys
 import time
@@ -115,7 +117,16 @@ def main():
   parser.add_argument('--memory_batch', type=int, default=16)
   parser.add_argument('--skip_memory', action='store_true')
   parser.add_argument('--out', default='', help='also write the tables to this markdown file')
+  parser.add_argument('--json', action='store_true',
+                      help='print only one JSON line with the step times (no memory tables)')
   args = parser.parse_args()
+  if args.json:
+    train_s, eval_s = time_steps(args.batch, args.size, args.steps)
+    print(json.dumps({'train_s_per_step': train_s, 'eval_s_per_step': eval_s,
+                      'batch': args.batch, 'size': args.size, 'dtype': 'float32',
+                      'timed_steps': args.steps, 'backend': jax.default_backend(),
+                      'devices': jax.device_count(), 'load_average': os.getloadavg()[0]}))
+    return
 
   device = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'
   load = ', '.join(f'{x:.1f}' for x in os.getloadavg())
