@@ -6,7 +6,8 @@ Command:
 
 Hardware: one GPU with >= 24 GB at batch 16, 224 px.
 The data must be prepared first: python -m excam_jax.data.prepare --dataset=voc/2007 --manual_dir=DIR.
-Reference (thesis Table 2, localization mAP on VOC 2007): ex-CAM 0.69, WILDCAT 0.27.
+Reference (thesis Table 2, localization mAP on VOC 2007, split and protocol not stated): ex-CAM
+0.69, WILDCAT 0.27.
 """
 
 from configs import voc12

@@ -7,7 +7,8 @@ Command:
 Trains on voc/2012 train and evaluates on validation (the 2012 test annotations are private).
 Hardware: one GPU with >= 24 GB at batch 16, 224 px; several GPUs split the global batch.
 The data must be prepared first: python -m excam_jax.data.prepare --dataset=voc/2012 --manual_dir=DIR.
-Reference (thesis Table 1, localization mAP on VOC 2012): ex-CAM 0.70, WILDCAT 0.53.
+Reference (thesis Table 1, localization mAP on VOC 2012, split and protocol not stated): ex-CAM
+0.70, WILDCAT 0.53.
 """
 
 import ml_collections

@@ -6,7 +6,6 @@ unless --verbosity is given; TensorFlow's import-time banners, which native code
 to file descriptor 2 on some CPUs, are filtered out of what reaches the terminal.
 """
 
-import contextlib
 import errno
 import importlib.util
 import logging
@@ -14,7 +13,6 @@ import os
 import re
 import signal
 import sys
-import tempfile
 import threading
 import traceback
 
@@ -22,66 +20,16 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
+from excam_jax import native
 from excam_jax.errors import Stopped, UserError
 
 LOGGER = logging.getLogger('excam_jax')
 
-# Lines that native libraries write on file descriptor 2 while they load, and which say nothing
-# the user can act on: glog/absl INFO and WARNING lines ("I0000 00:00:... port.cc:153] ...") and
-# their fixed companions. Errors (E.../F... lines) are kept.
-_NATIVE_NOISE = re.compile(
-    r'^(WARNING: All log messages before absl::InitializeLog\(\) is called'
-    r'|[IW]\d{4} [\d:.]+\s+\d+ [\w.\-]+:\d+\]'
-    r'|To enable the following instructions:'
-    r'|oneDNN custom operations are on)')
 # Exit statuses of a run stopped by a signal (128 + signal number), as shells report them.
 EXIT_SIGINT, EXIT_SIGTERM = 128 + signal.SIGINT, 128 + signal.SIGTERM
-
-
-def native_noise(line):
-  """Whether a stderr line is a native library's load-time banner (see _NATIVE_NOISE)."""
-  return bool(_NATIVE_NOISE.match(line))
-
-
-@contextlib.contextmanager
-def filtered_native_stderr():
-  """Points file descriptor 2 at a temporary file for the body, then replays what is not noise.
-
-  Native libraries write their banners to fd 2 directly, around Python's sys.stderr; nothing
-  but the descriptor itself catches them. Every other line, real errors included, is written to
-  the real stderr when the body ends (also when it raises).
-  """
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as capture:
-    os.dup2(capture.fileno(), 2)
-    try:
-      yield
-    finally:
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      capture.seek(0)
-      text = capture.read().decode('utf-8', errors='replace')
-      kept = [line for line in text.splitlines() if line.strip() and not native_noise(line)]
-      if kept:
-        sys.stderr.write('\n'.join(kept) + '\n')
-        sys.stderr.flush()
-
-
-def import_tensorflow():
-  """Imports TensorFlow (and TFDS) quietly and keeps it off the accelerators JAX owns."""
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-  with filtered_native_stderr():
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
-  try:
-    tf.config.set_visible_devices([], 'GPU')
-    tf.config.threading.set_inter_op_parallelism_threads(2)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-  except RuntimeError:  # Already initialised by the caller: keep its settings.
-    pass
-  return tf
+native_noise = native.native_noise  # The commands' names for these.
+filtered_native_stderr = native.filtered_native_stderr
+import_tensorflow = native.import_tensorflow
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from excam_jax import parallel
 from excam_jax import pretrained
 from excam_jax import summary
 from excam_jax import workdir_lock
+from excam_jax.data import pipeline
 from excam_jax.errors import Stopped, UserError, check_field
 from excam_jax.models import losses
 from excam_jax.models import network
@@ -402,8 +403,6 @@ def train_and_evaluate(config, workdir, allow_schedule_change=False):
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    # Imported here: the checks above should answer at once (VOC loads TensorFlow).
-    from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     info = pipeline.dataset_info(config)
     steps_per_epoch = math.ceil(info.num_train / config.train.batch_size)
     total_steps = config.train.num_epochs * steps_per_epoch

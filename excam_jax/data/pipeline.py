@@ -18,6 +18,7 @@ VOC runs through tf.data (excam_jax.data.voc_pipeline), loaded on first use.
 
 from typing import NamedTuple
 
+from excam_jax import native
 from excam_jax.data import parts_pipeline
 from excam_jax.data import synthetic
 from excam_jax.data import voc_info
@@ -50,8 +51,7 @@ def _check_dataset(config, *splits):
 
 
 def _voc_pipeline():
-  from excam_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.import_tensorflow()  # Quietly, before voc_pipeline imports it.
+  native.import_tensorflow()  # Quietly, before voc_pipeline imports it.
   from excam_jax.data import voc_pipeline  # pylint: disable=g-import-not-at-top
   return voc_pipeline
 

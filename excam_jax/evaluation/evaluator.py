@@ -32,6 +32,7 @@ from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
 from excam_jax.evaluation import sweep
+from excam_jax.evaluation import wsolevaluation
 
 
 def _sigmoid(x):
@@ -58,7 +59,6 @@ class Protocol(NamedTuple):
   def taus(self):
     """The relative thresholds of the MaxBoxAcc sweep."""
     if self.maxboxacc == 'wsolevaluation':
-      from excam_jax.evaluation import wsolevaluation  # pylint: disable=g-import-not-at-top
       return wsolevaluation.cam_threshold_list(0.001)
     return np.arange(0.0, 1.0 - 1e-9, self.sweep_step)
 

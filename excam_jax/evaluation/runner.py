@@ -8,15 +8,24 @@ Kept apart from the command module, which defines command-line flags, so that ot
 import json
 import os
 
+import jax
 import numpy as np
 
+from excam_jax import checkpoints
 from excam_jax import files
+from excam_jax import visualize
+from excam_jax.data import image_ops
+from excam_jax.data import pipeline
 from excam_jax.errors import UserError
+from excam_jax.evaluation import boxes as boxlib
+from excam_jax.evaluation import evaluator
+from excam_jax.evaluation import parts
+from excam_jax.evaluation import report
+from excam_jax.models import network
 
 
 def make_predict_fn(model, variables):
   """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`."""
-  import jax  # pylint: disable=g-import-not-at-top  # Only where a model runs.
 
   @jax.jit
   def forward(variables, images):
@@ -52,10 +61,6 @@ class _Examples:
 def write_figures(out_dir, examples, class_names, per_class, dataset, threshold, compare=None):
   """Writes ap_bars.png, boxes.png and cams.png; boxes come from boxes.map_to_boxes at the
   original size (what the metrics scored), drawn scaled onto the model's input image."""
-  from excam_jax import visualize  # pylint: disable=g-import-not-at-top  # matplotlib.
-  from excam_jax.data import image_ops  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import boxes as boxlib  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import report  # pylint: disable=g-import-not-at-top
   metric = report.bar_metric(dataset)
   runs = {'ours': per_class[metric]}
   if compare:
@@ -121,12 +126,6 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   Returns:
     The output directory, holding metrics.json, tables.md and the figures.
   """
-  from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top  # JAX, Orbax.
-  from excam_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import evaluator  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import parts  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-  from excam_jax.models import network  # pylint: disable=g-import-not-at-top
   config, variables, step = checkpoints.restore(workdir, step)
   split = split or config.data.eval_split
   info = pipeline.dataset_info(_with_eval_split(config, split))  # Checks the split.

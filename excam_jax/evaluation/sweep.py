@@ -17,6 +17,7 @@ import numpy as np
 from excam_jax import config_checks
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
+from excam_jax.evaluation import wsolevaluation
 
 PROTOCOLS = config_checks.MAXBOXACC
 
@@ -131,7 +132,6 @@ def exact_ious(maps, heights, widths, gt, valid, taus, grid):
 
 def wsolevaluation_ious(maps, heights, widths, gt, valid, taus):
   """The same (v1, v2) under clovaai/wsolevaluation's rules (taus: its CAM thresholds)."""
-  from excam_jax.evaluation import wsolevaluation  # pylint: disable=g-import-not-at-top  # cv2.
   v1 = np.zeros((len(maps), len(taus)))
   v2 = np.zeros((len(maps), len(taus)))
   for p, (cam, height, width) in enumerate(zip(maps, heights, widths)):
