@@ -28,6 +28,7 @@ from ml_collections import config_flags
 from excam_jax import ablation
 from excam_jax import cli
 from excam_jax import config_checks
+from excam_jax import files
 from excam_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Base configuration file.')
@@ -58,11 +59,9 @@ def main(argv):
     run_dir = os.path.join(_WORKDIR.value, name)
     train.train_and_evaluate(config, run_dir)  # Resumes, or does nothing, if trained.
     results[name] = ablation.final_metrics(run_dir)
-  with open(os.path.join(_WORKDIR.value, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=1)
+  files.write_text(os.path.join(_WORKDIR.value, 'results.json'), json.dumps(results, indent=1))
   table = ablation.results_table(results, _GRID.value)
-  with open(os.path.join(_WORKDIR.value, 'results.md'), 'w') as f:
-    f.write(table)
+  files.write_text(os.path.join(_WORKDIR.value, 'results.md'), table)
   print(table)
   print(f'wrote {os.path.join(_WORKDIR.value, "results.md")} and results.json')
 

@@ -119,8 +119,12 @@ def _first_line(err, limit=160):
   return text if len(text) <= limit else text[:limit] + '...'
 
 
+class UnreadableCheckpoint(UserError):
+  """A checkpoint step whose files are missing, damaged or truncated."""
+
+
 def _unreadable(directory, step, err):
-  return UserError(f'checkpoint step {step} in {directory} is unreadable or truncated '
+  return UnreadableCheckpoint(f'checkpoint step {step} in {directory} is unreadable or truncated '
                    f'({_first_line(err)}); move that step folder away to resume from an earlier '
                    'one, or use a new workdir.')
 
@@ -194,7 +198,10 @@ class Checkpoints:
     target_dir = os.path.join(os.path.dirname(self.directory), DAMAGED_DIR)
     os.makedirs(target_dir, exist_ok=True)
     target = os.path.join(target_dir, f'{step}.{time.strftime("%Y%m%d-%H%M%S")}')
-    os.rename(source, target)
+    try:
+      os.rename(source, target)
+    except FileNotFoundError:  # Another process of a multi-host run moved it first.
+      pass
     self.manager.reload()
     return target
 
@@ -210,14 +217,14 @@ class Checkpoints:
       if check is not None:
         try:
           check(step)
-        except UserError as err:
-          if 'unreadable' not in str(err) or i + 1 == len(steps):
-            raise
+        except UnreadableCheckpoint as err:
+          if i + 1 == len(steps):
+            raise UserError(f'{err} No earlier checkpoint is left.') from err
           self._fall_back(step, err)
           continue
       try:
         return self.restore_state(step, abstract_state), step
-      except UserError as err:
+      except UnreadableCheckpoint as err:
         if i + 1 == len(steps):
           raise UserError(f'{err} No earlier checkpoint is left.') from err
         self._fall_back(step, err)
@@ -311,8 +318,8 @@ class Checkpoints:
 
 def write_config(workdir, config):
   """Writes the config of this start to <workdir>/config.json."""
-  with open(os.path.join(workdir, CONFIG_FILE), 'w') as f:
-    json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+  files.write_text(os.path.join(workdir, CONFIG_FILE),
+                   json.dumps(config_to_dict(config), indent=2, sort_keys=True))
 
 
 def restore(workdir, step=None):
@@ -346,7 +353,7 @@ def restore(workdir, step=None):
         config = ml_collections.ConfigDict(ckpt.saved_config(candidate))
         state = ckpt.restore_numpy(candidate)
         break
-      except UserError as err:
+      except UnreadableCheckpoint as err:
         if i + 1 == len(candidates):
           raise
         _LOG.warning('warning: %s; using step %d instead.', str(err).split(';')[0],

@@ -53,6 +53,10 @@ def check_flags():
   for flag in (_STEP, _FIGURES, _WORKERS, _BOX_GRID, _SWEEP_GRID, _TOLERANCE):
     if flag.value is not None and flag.value < 0:
       raise UserError(f'--{flag.name}={flag.value} is invalid: allowed an int >= 0.')
+  for flag in (_BOX_GRID, _SWEEP_GRID):
+    if flag.value is not None and 0 < flag.value < 8:
+      raise UserError(f'--{flag.name}={flag.value} is invalid: allowed 0 (the original size) or '
+                      'an int >= 8.')
   if _SWEEP_STEP.value is not None and not 0 < _SWEEP_STEP.value < 1:
     raise UserError(f'--sweep_step={_SWEEP_STEP.value} is invalid: allowed a float in (0, 1).')
   if _THRESHOLD.value is not None and not np.isfinite(_THRESHOLD.value):

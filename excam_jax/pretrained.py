@@ -37,6 +37,7 @@ def read_state_dict(path):
   Raises:
     UserError: the file is missing, of another format, or unreadable.
   """
+  path = os.path.expanduser(path)
   if not os.path.isfile(path):
     raise UserError(f'pretrained weights {path!r} do not exist; set config.model.pretrained to a '
                     '.safetensors or .npz ResNet state dict, or to "" to train from scratch.')

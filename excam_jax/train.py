@@ -469,10 +469,11 @@ def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_sched
       if do_eval:
         log.eval_result(step, eval_metrics(config, state, info, eval_fn, sharded, pipeline,
                                            final=step == total_steps))
-    if stop.signum and total_steps > start:
-      _stopped(stop, total_steps, ckpt, state, config, saved_step, log)
   finally:
     log.close()
   ckpt.wait(total_steps)
+  if stop.signum:  # After the last step: the run is complete and checkpointed.
+    _LOG.info('%s arrived after the last step; the run is complete.',
+              signal.Signals(stop.signum).name)
   return {'source': source, 'train': log.train_history, 'eval': log.eval_history,
           'final_step': total_steps}

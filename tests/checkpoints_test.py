@@ -99,6 +99,23 @@ class TestCheckpoints:
       ckpt.check_compatible(reshuffled)
     ckpt.close()
 
+  def test_only_damage_sets_a_checkpoint_aside(self, tmp_path):
+    """A refusal for another reason passes through, whatever the workdir's name says."""
+    workdir = tmp_path / 'unreadable or truncated'
+    ckpt = checkpoints.Checkpoints(str(workdir))
+    ckpt.save(2, _state(1.0), tiny.get_config())
+    ckpt.save(4, _state(2.0), tiny.get_config())
+    ckpt.wait()
+
+    def refuse(step):
+      raise UserError(f'checkpoint {step} in {workdir}: another config')
+
+    with pytest.raises(UserError, match='another config'):
+      ckpt.restore_latest(_state(0.0), check=refuse)
+    assert ckpt.manager.all_steps() == [2, 4]
+    assert not (workdir / checkpoints.DAMAGED_DIR).exists()
+    ckpt.close()
+
   def test_missing_and_truncated_checkpoints(self, tmp_path):
     with pytest.raises(UserError, match='no checkpoints in'):
       checkpoints.restore(str(tmp_path / 'empty'))

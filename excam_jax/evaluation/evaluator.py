@@ -24,6 +24,7 @@ components, pixel boxes. The cheap in-training evaluations may set a square work
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 from typing import NamedTuple, Optional
 
 import numpy as np
@@ -319,7 +320,18 @@ def sweep_pool(workers):
   if workers <= 1:
     return None
   return concurrent.futures.ProcessPoolExecutor(
-      workers, mp_context=multiprocessing.get_context('spawn'))
+      workers, mp_context=multiprocessing.get_context('spawn'), initializer=_ignore_sigint)
+
+
+def _ignore_sigint():
+  """Sweep workers leave Ctrl-C to the parent, which reports it in one line."""
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def close_pool(pool, failed):
+  """Shuts a sweep pool down; after a failure, without waiting for the queued sweeps."""
+  if pool is not None:
+    pool.shutdown(wait=not failed, cancel_futures=failed)
 
 
 def score(predict_fn, batches, class_names, protocol=Protocol(), *, localization=True, workers=0):
@@ -337,12 +349,14 @@ def score(predict_fn, batches, class_names, protocol=Protocol(), *, localization
     Evaluator.compute()'s dict.
   """
   pool = sweep_pool(workers) if localization else None
+  failed = True
   try:
     evaluator = Evaluator(class_names, protocol, localization, pool)
     for batch in batches:
       if np.any(np.asarray(batch['mask']) > 0):
         evaluator.add(batch, *predict_fn(batch['image']))
-    return evaluator.compute()
+    result = evaluator.compute()
+    failed = False
+    return result
   finally:
-    if pool is not None:
-      pool.shutdown()
+    close_pool(pool, failed)

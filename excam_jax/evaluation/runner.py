@@ -135,6 +135,7 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   out_dir = _output_dir(workdir, step, split, config, output)
   predict_fn = make_predict_fn(network.create_model(config.model, info.num_classes), variables)
   pool = evaluator.sweep_pool(workers)
+  failed = True
   try:
     scorer = evaluator.Evaluator(info.class_names, scoring, pool=pool)
     measures = parts.PartsMeasures(config.data.parts, split) if config.data.dataset == 'parts' else None
@@ -148,9 +149,9 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
         measures.add(batch, class_maps)
       examples.add(batch, logits, class_maps)
     result = scorer.compute()
+    failed = False
   finally:
-    if pool is not None:
-      pool.shutdown()
+    evaluator.close_pool(pool, failed)
   if measures:
     result.update(measures.compute())
   result.update(dataset=config.data.dataset, split=split, step=int(step),
