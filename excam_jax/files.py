@@ -1,6 +1,8 @@
 """Small file-system guards shared by the commands: a writable folder, an atomic write."""
 
+import contextlib
 import os
+import tempfile
 
 from excam_jax.errors import UserError
 
@@ -28,13 +30,39 @@ def check_writable(directory, problem, tag=''):
     raise UserError(f'{head} ({err.strerror or err}); {fix}') from err
 
 
-def write_text(path, text):
-  """Writes a text file atomically: a failed write leaves any earlier version whole."""
-  tmp = f'{path}.tmp.{os.getpid()}'
+def _umask():
+  """The process's umask (read once: os.umask can only be read by setting it)."""
+  if _UMASK[0] is None:
+    _UMASK[0] = os.umask(0o022)
+    os.umask(_UMASK[0])
+  return _UMASK[0]
+
+
+_UMASK = [None]
+
+
+def write_atomically(path, write):
+  """Writes `path` through write(binary file): a temporary file beside it, then os.replace.
+
+  A failed write (disk full, permissions) leaves any earlier file of that name whole and removes
+  the temporary file; the OSError passes to the caller.
+  """
+  directory, name = os.path.split(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f'.{name}.', suffix='.tmp')
   try:
-    with open(tmp, 'w') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      write(f)
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open would honour umask.
     os.replace(tmp, path)
+    tmp = None
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if tmp is not None:
+      with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def write_text(path, text):
+  """Writes a UTF-8 text file atomically (see write_atomically)."""
+  write_atomically(path, lambda f: f.write(text.encode('utf-8')))

@@ -26,7 +26,6 @@ import os
 import re
 import stat
 import sys
-import tempfile
 import warnings
 
 from absl import flags
@@ -34,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from excam_jax import cli
+from excam_jax import files as file_io  # `files` names file lists here.
 from excam_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
@@ -304,17 +304,6 @@ def _overlay_name(path, used, out_dir=None, protected=frozenset()):
   return name
 
 
-_UMASK = None
-
-
-def _umask():
-  global _UMASK
-  if _UMASK is None:
-    _UMASK = os.umask(0o022)
-    os.umask(_UMASK)
-  return _UMASK
-
-
 def _output_error(out_dir, target, err):
   reason = getattr(err, 'strerror', None) or str(err)
   return UserError(f'cannot write {shown(target)} ({reason}); free disk space or choose a '
@@ -323,29 +312,17 @@ def _output_error(out_dir, target, err):
 
 
 def _write_atomically(out_dir, name, write):
-  """Writes out_dir/name through write(binary file): a temporary file, then os.replace.
+  """Writes out_dir/name through write(binary file) with file_io.write_atomically.
 
   Raises:
     UserError: the file cannot be written (disk full, permissions); a file of that name from
       before is left as it was and the temporary file is removed.
   """
   target = os.path.join(out_dir, name)
-  tmp = None
   try:
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f'.{name}.', suffix='.tmp')
-    with os.fdopen(fd, 'wb') as f:
-      write(f)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, target)
-    tmp = None
+    file_io.write_atomically(target, write)
   except OSError as err:
     raise _output_error(out_dir, target, err) from err
-  finally:
-    if tmp is not None:
-      with contextlib.suppress(OSError):
-        os.unlink(tmp)
 
 
 def _make_output(out_dir):

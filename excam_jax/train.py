@@ -252,7 +252,7 @@ def training_protocol(config, final):
                                         sweep_grid=config.eval.train_sweep_grid)
 
 
-def eval_metrics(config, state, info, eval_fn, sharding, pipeline, final=False):
+def eval_metrics(config, state, info, eval_fn, sharding, final=False):
   """Scores the eval split with excam_jax.evaluation.evaluator (see training_protocol).
 
   Classification mAP always; the localization metrics too when config.eval.localization. Every
@@ -410,7 +410,7 @@ def train_and_evaluate(config, workdir, allow_schedule_change=False):
     try:
       ckpt.check_writable()  # Before anything is written.
       with _StopRequests() as stop:
-        return _train(config, workdir, info, total_steps, pipeline, ckpt, stop,
+        return _train(config, workdir, info, total_steps, ckpt, stop,
                       allow_schedule_change)
     finally:
       ckpt.close()
@@ -431,7 +431,7 @@ def _stopped(stop, step, ckpt, state, config, saved_step, log):
                 128 + stop.signum)
 
 
-def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_schedule_change):
+def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change):
   """The loop of train_and_evaluate, after the checks."""
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
@@ -467,7 +467,7 @@ def _train(config, workdir, info, total_steps, pipeline, ckpt, stop, allow_sched
         ckpt.save(step, state, config)
         saved_step = step
       if do_eval:
-        log.eval_result(step, eval_metrics(config, state, info, eval_fn, sharded, pipeline,
+        log.eval_result(step, eval_metrics(config, state, info, eval_fn, sharded,
                                            final=step == total_steps))
   finally:
     log.close()
