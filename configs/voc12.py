@@ -50,6 +50,8 @@ def get_config():
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
   config.model.freeze_bn = False  # Use running statistics in training (tiny per-device batches).
   config.model.remat = False  # Rematerialise trunk stages to save memory.
+  # Convolutions: 'auto' (1x1 as matmuls on CPU, XLA's elsewhere) | 'xla' | 'dot1x1' | 'matmul'.
+  config.model.conv_impl = 'auto'
   config.model.pretrained = ''  # ImageNet ResNet weights (.safetensors or .npz, torchvision names).
 
   # WILDCAT's schedule; the thesis states none.

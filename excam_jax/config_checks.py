@@ -20,6 +20,8 @@ HEADS = ('excam', 'wildcat', 'adl', 'cam')
 DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ('float32', 'bfloat16')
+# How convolutions and their gradients are computed (models/fastconv.py).
+CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul')
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
@@ -67,6 +69,8 @@ def validate_model(config):
   check_field(m.learn_threshold in LEARN_THRESHOLD, 'model.learn_threshold', m.learn_threshold,
               f'one of {LEARN_THRESHOLD}')
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
+  impl = m.get('conv_impl', 'auto')
+  check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')
   check_field(_is_real(m.adl_gamma) and 0 < m.adl_gamma <= 1, 'model.adl_gamma', m.adl_gamma,
               'a float in (0, 1]')
   check_field(_is_real(m.adl_drop_rate) and 0 <= m.adl_drop_rate <= 1, 'model.adl_drop_rate',

@@ -30,12 +30,14 @@ from excam_jax import parallel
 from excam_jax import pretrained
 from excam_jax import summary
 from excam_jax import workdir_lock
+from excam_jax import xla_setup
 from excam_jax.data import pipeline
 from excam_jax.errors import Stopped, UserError, check_field
 from excam_jax.models import losses
 from excam_jax.models import network
 
 _LOG = logging.getLogger(__name__)
+_IMPORT_TIME = time.time()
 
 TRAIN_KEYS = ('image', 'label', 'mask')
 
@@ -396,6 +398,7 @@ def train_and_evaluate(config, workdir, allow_schedule_change=False):
      'final_step': int}.
   """
   config_checks.validate(config)
+  xla_setup.enable_compilation_cache()
   parallel.initialize(config)
   _check_divisible(config)
   _prepare_workdir(workdir)
@@ -431,6 +434,18 @@ def _stopped(stop, step, ckpt, state, config, saved_step, log):
                 128 + stop.signum)
 
 
+def _process_start_time():
+  """Wall-clock time at which this process started (Linux /proc; the import time elsewhere)."""
+  try:
+    with open('/proc/self/stat') as f:
+      ticks = int(f.read().rsplit(')', 1)[1].split()[19])
+    with open('/proc/stat') as f:
+      boot = next(int(line.split()[1]) for line in f if line.startswith('btime'))
+    return boot + ticks / os.sysconf('SC_CLK_TCK')
+  except (OSError, ValueError, IndexError, StopIteration):
+    return _IMPORT_TIME
+
+
 def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change):
   """The loop of train_and_evaluate, after the checks."""
   mesh = parallel.data_mesh()
@@ -459,6 +474,10 @@ def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change
         _stopped(stop, step - 1, ckpt, state, config, saved_step, log)
       state, metrics = step_fn(state, next(batches))
       log.step(metrics)
+      if step == start + 1:
+        jax.block_until_ready(metrics)
+        _LOG.info('first step done %.1f s after the process started (compilation included).',
+                  time.time() - _process_start_time())
       do_eval = step % config.train.eval_every_steps == 0 or step == total_steps
       do_save = step % config.train.checkpoint_every_steps == 0 or step == total_steps
       if step % config.train.log_every_steps == 0 or do_eval or do_save or stop.signum:

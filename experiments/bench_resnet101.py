@@ -3,6 +3,7 @@ r"""Benchmark of the ResNet-101 ex-CAM train and eval steps, and XLA memory of t
   python experiments/bench_resnet101.py                      # whatever devices exist
   python experiments/bench_resnet101.py --steps=20 --out=experiments/resnet101_benchmark.md
   python experiments/bench_resnet101.py --json   # one JSON line: train/eval seconds per step
+  python experiments/bench_resnet101.py --json --size=448 --batch=64 --dtype=bfloat16 [--remat]
 
 Part 1 times the jitted, donated train step and the eval step (VOC config: 20 classes, M = 8) at
 batch 8, 224 px, after one warm-up call, on all devices of a 'data' mesh. Part 2 compiles (does
@@ -66,9 +67,9 @@ def _timed(fn, calls):
   return (time.perf_counter() - start) / calls
 
 
-def time_steps(batch, size, steps):
-  """Seconds per train step and per eval step (float32, remat off)."""
-  config, model, tx = build()
+def time_steps(batch, size, steps, dtype='float32', remat=False):
+  """Seconds per train step and per eval step."""
+  config, model, tx = build(dtype, remat)
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   state = train._compile_once(  # pylint: disable=protected-access
@@ -119,13 +120,22 @@ def main():
   parser.add_argument('--out', default='', help='also write the tables to this markdown file')
   parser.add_argument('--json', action='store_true',
                       help='print only one JSON line with the step times (no memory tables)')
+  parser.add_argument('--dtype', default='float32', choices=('float32', 'bfloat16'),
+                      help='compute dtype of the timed steps (--json)')
+  parser.add_argument('--remat', action='store_true', help='remat in the timed steps (--json)')
   args = parser.parse_args()
   if args.json:
-    train_s, eval_s = time_steps(args.batch, args.size, args.steps)
+    train_s, eval_s = time_steps(args.batch, args.size, args.steps, args.dtype, args.remat)
+    stats = jax.devices()[0].memory_stats() or {}  # None on CPU.
     print(json.dumps({'train_s_per_step': train_s, 'eval_s_per_step': eval_s,
-                      'batch': args.batch, 'size': args.size, 'dtype': 'float32',
-                      'timed_steps': args.steps, 'backend': jax.default_backend(),
-                      'devices': jax.device_count(), 'load_average': os.getloadavg()[0]}))
+                      'train_images_per_s': args.batch / train_s,
+                      'eval_images_per_s': args.batch / eval_s,
+                      'batch': args.batch, 'size': args.size, 'dtype': args.dtype,
+                      'remat': args.remat, 'timed_steps': args.steps,
+                      'backend': jax.default_backend(), 'devices': jax.device_count(),
+                      'device_kind': jax.devices()[0].device_kind,
+                      'peak_device_gib': stats.get('peak_bytes_in_use', 0) / GIB or None,
+                      'load_average': os.getloadavg()[0]}))
     return
 
   device = f'{jax.device_count()} x {jax.devices()[0].device_kind} ({jax.default_backend()})'

@@ -1,11 +1,11 @@
 r"""Times the default synthetic model's train step under XLA:CPU flag variants, alternated.
 
-  python experiments/bench_xla_flags.py [--rounds=2] [--steps=20]
+  python experiments/bench_xla_flags.py [--rounds=2] [--steps=20] [--variants=plain,matmul]
 
-Each variant runs in its own process (XLA_FLAGS must be set before JAX starts), in the order
-A B C A B C ...; the script prints each measurement and the median seconds per step, the first
-call (compile) time and the loss after the timed steps, so a variant that changes the numbers
-shows it. The model is configs/synthetic.py's (ResNet-18, width 8, output stride 8, 96 px,
+Each variant, an XLA_FLAGS value and a config.model.conv_impl, runs in its own process (XLA_FLAGS
+must be set before JAX starts), in the order A B C A B C ... The script prints each measurement
+and the median seconds per step, the first call (compile) time and the loss after the timed
+steps, so a variant that changes the numbers shows it. The model is configs/synthetic.py's (ResNet-18, width 8, output stride 8, 96 px,
 batch 32) on random inputs.
 """
 
@@ -16,10 +16,15 @@ import statistics
 import subprocess
 import sys
 
+YNN = '--xla_cpu_experimental_ynn_fusion_type='
+# name: (XLA_FLAGS, config.model.conv_impl). 'plain' is the reference of the ratios.
 VARIANTS = {
-    'plain': '',
-    'ynn+individual_convolution': '--xla_cpu_experimental_ynn_fusion_type=+individual_convolution',
-    'ynn-individual_convolution': '--xla_cpu_experimental_ynn_fusion_type=-individual_convolution',
+    'plain': ('', 'xla'),
+    'ynn+individual_convolution': (YNN + '+individual_convolution', 'xla'),
+    'ynn-individual_convolution': (YNN + '-individual_convolution', 'xla'),
+    'dot1x1': ('', 'dot1x1'),
+    'matmul': ('', 'matmul'),
+    'matmul&ynn-individual_convolution': (YNN + '-individual_convolution', 'matmul'),
 }
 
 WORKER = r'''
@@ -30,6 +35,7 @@ from excam_jax import parallel, train
 from excam_jax.models import network
 steps = int(sys.argv[1])
 config = synthetic.get_config()
+config.model.conv_impl = sys.argv[2]
 model = network.create_model(config.model, config.data.parts.num_classes)
 tx, _ = train.create_optimizer(config.optim, 1000)
 mesh = parallel.data_mesh()
@@ -63,25 +69,34 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--rounds', type=int, default=2)
   parser.add_argument('--steps', type=int, default=20)
+  parser.add_argument('--variants', default=','.join(VARIANTS),
+                      help=f'comma list of: {", ".join(VARIANTS)} (give "plain" first)')
   args = parser.parse_args()
+  names = args.variants.split(',')
+  unknown = sorted(set(names) - set(VARIANTS))
+  if unknown:
+    parser.error(f'unknown variants {unknown}; choose from {list(VARIANTS)}')
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  results = {name: [] for name in VARIANTS}
+  results = {name: [] for name in names}
   for round_ in range(args.rounds):
-    for name, flags in VARIANTS.items():
-      env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags)
-      out = subprocess.run([sys.executable, '-c', WORKER, str(args.steps)], cwd=repo, env=env,
+    for name in names:
+      flags, impl = VARIANTS[name]
+      env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags, EXCAM_XLA_DEFAULTS='0')
+      out = subprocess.run([sys.executable, '-c', WORKER, str(args.steps), impl], cwd=repo, env=env,
                            capture_output=True, text=True, check=True)
       figures = json.loads(out.stdout.strip().splitlines()[-1])
       results[name].append(figures)
       print(f'round {round_ + 1} {name}: {json.dumps(figures)}', flush=True)
-  base = statistics.median(r['s_per_step'] for r in results['plain'])
+  base_name = names[0]
+  base = statistics.median(r['s_per_step'] for r in results[base_name])
   print(f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
   for name, runs in results.items():
     median = statistics.median(r['s_per_step'] for r in runs)
     loss = runs[0]['first_loss']
-    rel = abs(loss - results['plain'][0]['first_loss']) / abs(results['plain'][0]['first_loss'])
-    print(f'{name}: {median:.3f} s/step (plain / this = {base / median:.2f}), first-step loss '
-          f'{loss:.7f} (relative difference from plain {rel:.1e})')
+    ref = results[base_name][0]['first_loss']
+    rel = abs(loss - ref) / abs(ref)
+    print(f'{name}: {median:.3f} s/step ({base_name} / this = {base / median:.2f}), first-step '
+          f'loss {loss:.7f} (relative difference from {base_name} {rel:.1e})')
 
 
 if __name__ == '__main__':

@@ -14,6 +14,7 @@ import numpy as np
 from excam_jax import checkpoints
 from excam_jax import files
 from excam_jax import visualize
+from excam_jax import xla_setup
 from excam_jax.data import image_ops
 from excam_jax.data import pipeline
 from excam_jax.errors import UserError
@@ -26,6 +27,7 @@ from excam_jax.models import network
 
 def make_predict_fn(model, variables):
   """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`."""
+  xla_setup.enable_compilation_cache()
 
   @jax.jit
   def forward(variables, images):

@@ -38,8 +38,10 @@ def create_model(model_config, num_classes):
   m = model_config
   if m.head not in HEADS:
     raise ValueError(f'model.head must be one of {HEADS}, got {m.head!r}.')
+  conv_impl = m.get('conv_impl', 'auto')  # Absent from configs saved before it existed.
   trunk = resnet.ResNet(depth=m.depth, width=m.width, output_stride=m.output_stride,
-                        dtype=DTYPES[m.dtype], freeze_bn=m.freeze_bn, remat=m.remat)
+                        dtype=DTYPES[m.dtype], freeze_bn=m.freeze_bn, remat=m.remat,
+                        conv_impl=conv_impl)
   if m.head == 'cam':
     return WSOLNet(trunk=trunk, head=variants.CAMHead(num_classes=num_classes))
   transform = None
@@ -51,5 +53,6 @@ def create_model(model_config, num_classes):
   elif m.head == 'adl':
     transform = variants.AttentionDropout(gamma=m.adl_gamma, drop_rate=m.adl_drop_rate)
   head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
-                             kmin=m.kmin, alpha=m.alpha, transform=transform)
+                             kmin=m.kmin, alpha=m.alpha, transform=transform,
+                             conv_impl=conv_impl)
   return WSOLNet(trunk=trunk, head=head)

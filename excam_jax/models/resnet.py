@@ -14,6 +14,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from excam_jax.models import fastconv
+
 # Blocks per stage and block kind for each supported depth.
 STAGES = {
     18: ('basic', (2, 2, 2, 2)),
@@ -31,8 +33,8 @@ conv_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
 
 
 def _pad(kernel, dilation=1):
-  p = dilation * (kernel - 1) // 2
-  return ((p, p), (p, p))
+  """Cells of padding on each side that keep a stride-1 layer's size."""
+  return dilation * (kernel - 1) // 2
 
 
 class _Block(nn.Module):
@@ -44,11 +46,12 @@ class _Block(nn.Module):
   downsample: bool = False
   use_running_average: bool = True
   dtype: Any = jnp.float32
+  conv_impl: str = 'auto'
 
   def conv(self, features, kernel, name, stride=1, dilation=1):
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                   padding=_pad(kernel, dilation), kernel_dilation=(dilation, dilation),
-                   use_bias=False, dtype=self.dtype, kernel_init=conv_init, name=name)
+    return fastconv.Conv(features, kernel, stride=stride, dilation=dilation,
+                         padding=_pad(kernel, dilation), dtype=self.dtype,
+                         kernel_init=conv_init, impl=self.conv_impl, name=name)
 
   def norm(self, name):
     return nn.BatchNorm(use_running_average=self.use_running_average, momentum=BN_MOMENTUM,
@@ -57,9 +60,7 @@ class _Block(nn.Module):
   def shortcut(self, x, out_features):
     if not self.downsample:
       return x
-    x = nn.Conv(out_features, (1, 1), strides=(self.stride, self.stride), padding='VALID',
-                use_bias=False, dtype=self.dtype, kernel_init=conv_init,
-                name='downsample_conv')(x)
+    x = self.conv(out_features, 1, 'downsample_conv', stride=self.stride)(x)
     return self.norm('downsample_bn')(x)
 
 
@@ -101,6 +102,8 @@ class ResNet(nn.Module):
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
     freeze_bn: use running BatchNorm statistics even when training.
     remat: rematerialise each residual block in the backward pass (saves memory).
+    conv_impl: 'auto', 'xla' or 'matmul': how convolutions and their gradients are computed
+      (`fastconv`); the parameters are the same for all three.
 
   Call: `apply(variables, images, train=False)` with images (B, H, W, 3) returns features
   (B, H/s, W/s, 8 * width * expansion), i.e. (B, H/32, W/32, 2048) for depth >= 50 at width 64.
@@ -111,6 +114,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   freeze_bn: bool = False
   remat: bool = False
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -126,12 +130,12 @@ class ResNet(nn.Module):
     use_running_average = self.freeze_bn or not train
 
     x = x.astype(self.dtype)
-    x = nn.Conv(self.width, (7, 7), strides=(2, 2), padding=_pad(7), use_bias=False,
-                dtype=self.dtype, kernel_init=conv_init, name='conv1')(x)
+    x = fastconv.Conv(self.width, 7, stride=2, padding=3, dtype=self.dtype,
+                      kernel_init=conv_init, impl=self.conv_impl, name='conv1')(x)
     x = nn.BatchNorm(use_running_average=use_running_average, momentum=BN_MOMENTUM,
                      epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x)
     x = nn.relu(x)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
+    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((_pad(3),) * 2,) * 2)
 
     # Stages whose stride becomes a dilation: layer4 at stride 16, layer3 and layer4 at 8.
     dilate = {32: (), 16: (4,), 8: (3, 4)}[self.output_stride]
@@ -145,7 +149,8 @@ class ResNet(nn.Module):
         dilation *= stride
         stride = 1
       block = functools.partial(block_cls, features=features, dtype=self.dtype,
-                                use_running_average=use_running_average)
+                                use_running_average=use_running_average,
+                                conv_impl=self.conv_impl)
       out_features = features * expansion
       x = block(stride=stride, dilation=dilation, first_dilation=first_dilation,
                 downsample=stride != 1 or in_features != out_features,

@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from excam_jax.models import fastconv
+
 
 def resolve_k(k, n):
   """Number of cells that a k setting selects among n.
@@ -78,6 +80,7 @@ class WildcatHead(nn.Module):
     num_maps: M maps per class.
     kmax, kmin, alpha: spatial pooling settings (see `wildcat_pool`).
     transform: the per-map transform, or None for none.
+    conv_impl: how the 1x1 conv is computed (`fastconv`; the same parameters either way).
 
   Returns `(logits, aux)`: logits (B, C) are the pooled scores s_c; aux holds 'class_maps'
   (B, h, w, C), the class-wise mean of the transformed maps, and 'maps' (B, h, w, C, M) before
@@ -89,6 +92,7 @@ class WildcatHead(nn.Module):
   kmin: Optional[float] = None
   alpha: float = 0.6
   transform: Optional[nn.Module] = None
+  conv_impl: str = 'auto'
 
   def setup(self):
     if self.transform is not None:
@@ -100,7 +104,8 @@ class WildcatHead(nn.Module):
   @nn.compact
   def __call__(self, features, train=False):
     features = features.astype(jnp.float32)  # The head is tiny: keep it in float32.
-    x = nn.Conv(self.num_classes * self.num_maps, (1, 1), name='classifier')(features)
+    x = fastconv.Conv(self.num_classes * self.num_maps, 1, use_bias=True, impl=self.conv_impl,
+                      name='classifier')(features)
     b, h, w, _ = x.shape
     maps = x.reshape(b, h, w, self.num_classes, self.num_maps)
     dropped = maps if self.transform is None else self.transform(maps, train)
