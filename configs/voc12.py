@@ -29,7 +29,10 @@ def get_config():
   config.data.shuffle_buffer = 2048
   config.data.parts = ml_collections.ConfigDict({  # Only read when dataset == 'parts'.
       'preset': 'main', 'num_classes': 6, 'image_size': 128, 'num_train': 4000, 'num_eval': 500,
-      'seed': 0})
+      'seed': 0,
+      'body_cue': 0.0,  # c in [0, 1]: how often a body's tint names its class (data/synthetic.py).
+      'difficult_objects': False,  # Also draw tiny and truncated objects (robustness runs).
+      'probe': 'none'})  # 'none' | 'body_only' (parts painted over) | 'part_only' (no bodies).
 
   config.model = ml_collections.ConfigDict()
   config.model.head = 'excam'  # 'excam' | 'wildcat' | 'cam' | 'adl'

@@ -110,6 +110,12 @@ def validate_data(config):
     check_field(_is_int(p[field]) and p[field] >= 1, f'data.parts.{field}', p[field],
                 'an int >= 1')
   check_field(_is_int(p.seed), 'data.parts.seed', p.seed, 'an int')
+  cue = p.get('body_cue', 0.0)
+  check_field(_is_real(cue) and 0.0 <= cue <= 1.0, 'data.parts.body_cue', cue, 'a float in [0, 1]')
+  flag = p.get('difficult_objects', False)
+  check_field(isinstance(flag, bool), 'data.parts.difficult_objects', flag, 'True or False')
+  probe = p.get('probe', 'none')
+  check_field(probe in synthetic.PROBES, 'data.parts.probe', probe, f'one of {synthetic.PROBES}')
 
 
 def validate_training(config):

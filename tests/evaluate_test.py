@@ -103,6 +103,25 @@ def test_misses_and_false_positives():
   assert result['pointwise_ap'] == pytest.approx(1.0)
 
 
+def test_difficult_only_samples_leave_the_box_metrics():
+  """Image 0's missed class-0 object (as in the test above) made difficult: the only class-0
+  sample leaves CorLoc, MaxBoxAcc and expansion (NaN per class), as it leaves the APs."""
+  predict, batch = _fixed_outputs()
+  logits, maps = predict(np.arange(3))
+  maps[0, :, :, 0] = maps[0, ::-1, ::-1, 0]
+  shifted = lambda index: (logits[index], maps[index])
+  kept = _score(shifted, _split(batch, [3]), NAMES, sweep_step=0.25)
+  batch['box_difficult'][0, 0] = True
+  skipped = _score(shifted, _split(batch, [3]), NAMES, sweep_step=0.25)
+  assert kept['per_class']['corloc'] == [0.0, 1.0] and kept['corloc'] == pytest.approx(0.5)
+  assert kept['maxboxacc'] == pytest.approx(0.5)
+  assert np.isnan(skipped['per_class']['corloc'][0]) and skipped['per_class']['corloc'][1] == 1.0
+  assert skipped['corloc'] == pytest.approx(1.0)
+  assert skipped['maxboxacc'] == pytest.approx(1.0)
+  assert np.isnan(skipped['per_class']['localization_ap'][0])
+  assert 'skip' in evaluator.Protocol().describe()['difficult']
+
+
 def test_process_pool_gives_the_same_numbers():
   predict, batch = _fixed_outputs()
   inline = _score(predict, _split(batch, [1, 2]), NAMES, sweep_step=0.25, workers=0)

@@ -21,10 +21,11 @@ Modules: pipeline.py (train_batches, eval_batches, dataset_info), preprocess.py 
 voc.py (TFDS builder, offline preparation from the tars), synthetic.py (the parts data set),
 prepare.py (python -m excam_jax.data.prepare --dataset=voc/2007 --manual_dir=DIR).
 
-The parts data set is generated in memory when a pipeline first asks for a split (about 4 ms per
-128-px image on one core: ~18 s for the default 4,000 + 400 images) and cached for the process.
-Generating once rather than on the fly per epoch keeps the CPU free for training (the default run
-reads each image 12 times); a TFDS builder would add a preparation step and files for no gain,
+The parts data set is rendered in memory on demand (`synthetic.Split`: an example the first time
+a batch needs it, about 2.5 ms per 96-px image on one core) and kept for the process: the first
+step does not wait for the whole split (about 11 s for the default 4,000 + 400 images), and the
+later epochs read what the first rendered (the default run reads each image 12 times). A TFDS
+builder would add a preparation step and files for no gain,
 since every example is a pure function of (seed, split, index) and `synthetic.render` regenerates
 any one of them with its body and part masks.
 """

@@ -17,10 +17,11 @@ from excam_jax.data import synthetic
 _FLIP_STREAM = 1  # Keeps the flip draws apart from the permutations' streams.
 
 
-def _split_arrays(config, split):
+def _split(config, split):
+  """The split, rendered on demand (the first batch does not wait for the whole split)."""
   p = config.data.parts
   num = p.num_train if split == 'train' else p.num_eval
-  return synthetic.generate(p.seed, split, num, p.preset, p.num_classes, p.image_size)
+  return synthetic.split_of(p.seed, split, num, **synthetic.options(p))
 
 
 def _permutation(seed, epoch, n):
@@ -44,33 +45,34 @@ def _labels(box_labels, box_difficult, num_classes):
   return present.astype(np.float32), present & ~present_easy
 
 
-def _batch(arrays, indices, size, num_classes, flip=None):
-  """The batch format of `excam_jax.data` for examples `indices` of a split's arrays."""
-  images = image_ops.resize_bilinear(arrays['image'][indices], size, size) / np.float32(255.0)
-  boxes = arrays['boxes'][indices].copy()
+def _batch(split, indices, size, num_classes, flip=None):
+  """The batch format of `excam_jax.data` for examples `indices` of a `synthetic.Split`."""
+  arrays = split.take(indices)
+  images = image_ops.resize_bilinear(arrays['image'], size, size) / np.float32(255.0)
+  boxes = arrays['boxes']
   if flip is not None and flip.any():
     images[flip] = images[flip][:, :, ::-1]
     ymin, xmin, ymax, xmax = np.moveaxis(boxes[flip], -1, 0)
     boxes[flip] = np.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
-  box_labels = arrays['box_labels'][indices]
-  difficult = arrays['box_difficult'][indices]
+  box_labels = arrays['box_labels']
+  difficult = arrays['box_difficult']
   label, ignore = _labels(box_labels, difficult, num_classes)
-  side = arrays['image'].shape[1]
+  side = split.image_size
   return {
       'image': image_ops.normalize(images).astype(np.float32),
       'label': label, 'ignore': ignore,
       'boxes': np.where(box_labels[..., None] >= 0, boxes, 0.0).astype(np.float32),
       'box_labels': box_labels.astype(np.int32), 'box_difficult': difficult.astype(bool),
       'orig_size': np.full((len(indices), 2), side, np.int32),
-      'image_id': arrays['image_id'][indices].astype(np.int32),
+      'image_id': arrays['image_id'].astype(np.int32),
       'mask': np.ones(len(indices), np.float32),
   }
 
 
 def train_batches(config, local, *, start_step, process_index):
   """Infinite iterator of this process's training batches from `start_step` on."""
-  arrays = _split_arrays(config, config.data.train_split)
-  n, global_batch = len(arrays['image_id']), config.train.batch_size
+  split = _split(config, config.data.train_split)
+  n, global_batch = len(split), config.train.batch_size
   step = start_step
   orders = {}
   while True:
@@ -81,19 +83,19 @@ def train_batches(config, local, *, start_step, process_index):
         orders[e] = _permutation(config.train.seed, int(e), n)
     orders = {e: order for e, order in orders.items() if e >= epochs.min()}
     indices = np.array([orders[e][p % n] for e, p in zip(epochs, positions)])
-    yield _batch(arrays, indices, config.data.image_size, config.data.parts.num_classes,
+    yield _batch(split, indices, config.data.image_size, config.data.parts.num_classes,
                  flips(config.train.seed, positions))
     step += 1
 
 
 def eval_batches(config, split, local, *, process_index):
   """The split in order, padded with mask-0 examples to whole global batches."""
-  arrays = _split_arrays(config, split)
-  n, global_batch = len(arrays['image_id']), config.eval.batch_size
+  examples = _split(config, split)
+  n, global_batch = len(examples), config.eval.batch_size
   for start in range(0, math.ceil(n / global_batch) * global_batch, global_batch):
     positions = start + process_index * local + np.arange(local)
     real = positions[positions < n]
-    batch = _batch(arrays, real, config.data.image_size, config.data.parts.num_classes)
+    batch = _batch(examples, real, config.data.image_size, config.data.parts.num_classes)
     pad = local - len(real)
     if pad:
       batch = {k: np.concatenate([v, _padding(v, k, pad)]) for k, v in batch.items()}

@@ -1,10 +1,23 @@
 """The built-in synthetic "parts" data set: exact ground truth for the part-domination failure of WSOL.
 
-Each image is a smooth random colour field with small clutter shapes and 1-3 objects of distinct
-classes. An object is a large striped **body** (an ellipse, or a rounded rectangle with probability
-0.3) plus a small square **part** whose colour and pattern depend on the class. In the `main`,
-`hard` and `small` presets every class shares the body's look, so a classifier can win by looking at
-the part alone while the ground-truth box covers the whole object (the presets are described below).
+Each image is a smooth random colour field with small clutter shapes and 1-2 objects (1-3 in
+`small`) of distinct classes. An object is a large striped **body** (an ellipse, or a rounded
+rectangle with probability 0.3) plus a small square **part** whose colour and pattern depend on
+the class. In the `main`, `hard` and `small` presets every class shares the body's look, so a
+classifier can win by looking at the part alone while the ground-truth box covers the whole
+object (the presets are described below).
+
+The **body cue** c in [0, 1] (`body_cue`, shared-body presets) makes the body graded evidence of
+its class. At c = 0 the body looks the same for every class. At c > 0 every body is tinted
+(half its colour, as in `easy`) with a hue jittered per object (a nuisance, standard deviation
+a quarter of the spacing between class hues); the hue is the object's class's with probability
+c and a class drawn uniformly otherwise (its own included). So a tinted body says "class k" with
+probability c + (1 - c) / C: usable but weaker evidence than the part, which is certain, at
+every c < 1; at c = 1 the body is as telling as in `easy`.
+
+Probes (`probe`) certify what each cue carries: 'body_only' paints the part over with the
+body's look (the body's stripes continue over it), 'part_only' leaves the body out (the
+background shows where it was); boxes and masks stay those of the whole object.
 
 Geometry is given at the 96-px scale of the design notes and scaled to the native image size.
 Every example is a pure function of (seed, split, index, preset, num_classes, image_size), so
@@ -14,12 +27,16 @@ Boxes are tight around each object's pixels (body and part, before occlusion by 
 clipped to the image) in TFDS-normalised [ymin, xmin, ymax, xmax] with edges on pixel borders:
 pixel rows r0..r1 give ymin = r0 / H, ymax = (r1 + 1) / H.
 
-An object is flagged difficult when it was drawn tiny (probability 0.1, body scaled by 0.3-0.4),
-when less than 60 % of it lies inside the image (truncated), or when less than half of its part
-stays visible (cut by the border or covered by a later object).
+With `difficult_objects` (off by default; for robustness runs) an object is drawn tiny with
+probability 0.1 (body scaled by 0.3-0.4) or placed anywhere, truncated by the border, with
+probability 0.1. Whatever the switch, an object is flagged difficult when it is tiny, when less
+than 60 % of it lies inside the image, or when less than half of its part stays visible (cut by
+the border or covered by a later object); the metrics skip samples whose objects are all
+difficult.
 """
 
 import functools
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -28,7 +45,8 @@ from excam_jax.errors import UserError
 
 SPLITS = {'train': 0, 'validation': 1, 'test': 2}
 PATTERNS = ('bars', 'columns', 'checks', 'rings', 'dots', 'diagonal', 'cross', 'frame')
-MAX_OBJECTS = 3
+MAX_OBJECTS = 3  # The most objects any preset draws (the padding of the generated arrays).
+PROBES = ('none', 'body_only', 'part_only')
 MAX_CLASSES = 24  # Beyond this, class colours become too close to tell apart.
 _REFERENCE_SIZE = 96.0  # The design notes give sizes in pixels of a 96-px image.
 _SHARED_BODY = np.array([[0.66, 0.58, 0.46], [0.42, 0.36, 0.29]], np.float32)
@@ -36,6 +54,8 @@ _PART_BACKGROUND = np.array([0.08, 0.08, 0.08], np.float32)
 _ROUNDED_PROB = 0.3
 _TINY_PROB = 0.1
 _TRUNCATED_PROB = 0.1
+_TINT_WEIGHT = 0.5  # Share of the tint in a tinted body's colour (as the 'class' look).
+_HUE_JITTER = 0.25  # Standard deviation of a tint's hue, in units of the class hue spacing.
 _MAX_OVERLAP = 0.05  # Largest overlap, as a fraction of the smaller object's pixels.
 _PLACEMENT_TRIES = 30
 
@@ -46,13 +66,14 @@ class Preset(NamedTuple):
   semi_major: tuple  # Range of the body's semi-major axis.
   aspect: tuple  # Range of semi-minor / semi-major.
   placements: tuple  # Part placements drawn uniformly: 'inside', 'border', 'tip'.
+  max_objects: int  # Objects per image are drawn uniformly from 1..max_objects.
 
 
 PRESETS = {
-    'main': Preset('shared', (36.0, 46.0), (0.35, 0.55), ('inside', 'border')),
-    'hard': Preset('shared', (36.0, 46.0), (0.35, 0.55), ('tip',)),
-    'easy': Preset('class', (36.0, 46.0), (0.35, 0.55), ('tip',)),
-    'small': Preset('shared', (14.0, 26.0), (0.35, 0.55), ('inside', 'border', 'tip')),
+    'main': Preset('shared', (36.0, 46.0), (0.35, 0.55), ('inside', 'border'), 2),
+    'hard': Preset('shared', (36.0, 46.0), (0.35, 0.55), ('tip',), 2),
+    'easy': Preset('class', (36.0, 46.0), (0.35, 0.55), ('tip',), 2),
+    'small': Preset('shared', (14.0, 26.0), (0.35, 0.55), ('inside', 'border', 'tip'), 3),
 }
 
 
@@ -61,15 +82,19 @@ def class_names(num_classes):
   return tuple(f'{PATTERNS[c % len(PATTERNS)]}-{c}' for c in range(num_classes))
 
 
+def hue_colours(hues):
+  """Saturated RGB colours (float32 (n, 3)) of hues in [0, 1) (HSV with s = 0.9, v = 1)."""
+  hues = np.asarray(hues, np.float64).reshape(-1)
+  k = (np.array([5.0, 3.0, 1.0])[None, :] + hues[:, None] * 6.0) % 6.0
+  return (1.0 - 0.9 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
+
+
 def class_colours(num_classes):
   """Saturated colours with evenly spaced hues, one per class (float32 (C, 3))."""
-  hues = np.arange(num_classes) / num_classes
-  k = (np.array([5.0, 3.0, 1.0])[None, :] + hues[:, None] * 6.0) % 6.0
-  rgb = 1.0 - 0.9 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)  # HSV -> RGB with s=0.9, v=1.
-  return rgb.astype(np.float32)
+  return hue_colours(np.arange(num_classes) / num_classes)
 
 
-def validate(preset, num_classes, image_size):
+def validate(preset, num_classes, image_size, body_cue=0.0, probe='none'):
   """Raises UserError naming the config field when a parts setting is out of range."""
   if preset not in PRESETS:
     raise UserError(f'config.data.parts.preset must be one of {sorted(PRESETS)}, not {preset!r}.')
@@ -77,13 +102,45 @@ def validate(preset, num_classes, image_size):
     raise UserError(f'config.data.parts.num_classes must lie in [1, {MAX_CLASSES}], not {num_classes}.')
   if image_size < 32:
     raise UserError(f'config.data.parts.image_size must be at least 32 pixels, not {image_size}.')
+  if not 0.0 <= body_cue <= 1.0:
+    raise UserError(f'config.data.parts.body_cue must lie in [0, 1], not {body_cue}.')
+  if probe not in PROBES:
+    raise UserError(f'config.data.parts.probe must be one of {PROBES}, not {probe!r}.')
 
 
-def _rng(seed, split, index, preset, num_classes, image_size):
+def options(parts):
+  """The generator's keyword arguments from a config.data.parts section (render, generate).
+
+  Fields absent from configs saved before they existed take their defaults.
+  """
+  return {'preset': parts.preset, 'num_classes': parts.num_classes,
+          'image_size': parts.image_size, 'body_cue': float(parts.get('body_cue', 0.0)),
+          'difficult_objects': bool(parts.get('difficult_objects', False)),
+          'probe': parts.get('probe', 'none')}
+
+
+_TINT_STREAM = 7  # The tints' draws: apart from the scene's, so every body_cue has its scenes.
+
+
+def _rng(seed, split, index, preset, num_classes, image_size, stream=None):
+  """The draws of one example. Neither the body cue, the probe nor the difficult-objects switch
+  is in the key: the same index is the same scene (backgrounds, classes, poses) at every cue
+  level and in every probe, which pairs the comparisons across them."""
   if split not in SPLITS:
     raise UserError(f'The parts data set has splits {sorted(SPLITS)}; {split!r} is not one of them.')
   key = [seed, SPLITS[split], index, sorted(PRESETS).index(preset), num_classes, image_size]
-  return np.random.default_rng(np.random.SeedSequence(key))
+  return np.random.default_rng(np.random.SeedSequence(key + ([] if stream is None else [stream])))
+
+
+def _body_tint(tint_rng, label, num_classes, body_cue):
+  """The tint of one body: None at body_cue 0, else an RGB colour (see the module docstring)."""
+  # Drawn whatever the cue, so that the draws of later objects do not depend on it.
+  own, other, jitter = tint_rng.random(), tint_rng.integers(num_classes), tint_rng.normal()
+  if body_cue <= 0.0:
+    return None
+  hue_class = label if own < body_cue else int(other)
+  hue = (hue_class + _HUE_JITTER * jitter) / num_classes % 1.0
+  return hue_colours([hue])[0]
 
 
 def _background(rng, size):
@@ -254,20 +311,30 @@ def _fits(obj, owner, areas, size):
   return all(o <= _MAX_OVERLAP * min(area, a) for o, a in zip(overlaps, areas))
 
 
-def _draw_object(rng, image, owner, index, obj, look, colour):
-  """Paints the striped body then the patterned part; owner gets 2i (body) and 2i+1 (part)."""
+def _draw_object(rng, image, owner, index, obj, tint, colour, probe='none'):
+  """Paints the striped body then the patterned part; owner gets 2i (body) and 2i+1 (part).
+
+  tint: None (the shared look) or the RGB colour mixed into the body. The probe leaves the body
+  out ('part_only') or paints the part's cells with the body's look ('body_only'); the owner
+  map, hence the masks, stays that of the whole object.
+  """
   image_slices, window = _clip(obj, image.shape[0])
   body, part = obj.body[window], obj.part[window]
   shades = _SHARED_BODY * rng.uniform(0.85, 1.15)
-  if look == 'class':
-    shades = 0.5 * shades + 0.5 * colour
+  if tint is not None:
+    shades = (1.0 - _TINT_WEIGHT) * shades + _TINT_WEIGHT * tint
   region = image[image_slices]
-  region[body] = shades[obj.stripes[window][body]]
-  ly, lx = obj.part_local[0][window[0]], obj.part_local[1][:, window[1]]
-  fg = _pattern(PATTERNS[obj.label % len(PATTERNS)], ly, lx)
-  fg = np.broadcast_to(fg, part.shape)
-  region[part & fg] = colour
-  region[part & ~fg] = _PART_BACKGROUND
+  if probe == 'body_only':
+    cells = body | part
+    region[cells] = shades[obj.stripes[window][cells]]
+  elif probe != 'part_only':
+    region[body] = shades[obj.stripes[window][body]]
+  if probe != 'body_only':
+    ly, lx = obj.part_local[0][window[0]], obj.part_local[1][:, window[1]]
+    fg = _pattern(PATTERNS[obj.label % len(PATTERNS)], ly, lx)
+    fg = np.broadcast_to(fg, part.shape)
+    region[part & fg] = colour
+    region[part & ~fg] = _PART_BACKGROUND
   owner[image_slices][body] = 2 * index
   owner[image_slices][part] = 2 * index + 1
 
@@ -282,7 +349,8 @@ def _box(obj, size):
                   np.float32) / size
 
 
-def render(seed, split, index, preset='main', num_classes=6, image_size=128):
+def render(seed, split, index, preset='main', num_classes=6, image_size=128, body_cue=0.0,
+           difficult_objects=False, probe='none'):
   """Generates one example of the parts data set, with its per-object masks.
 
   Args:
@@ -292,24 +360,31 @@ def render(seed, split, index, preset='main', num_classes=6, image_size=128):
     preset: 'main', 'hard', 'easy' or 'small'.
     num_classes: number of classes C.
     image_size: native side of the square image in pixels.
+    body_cue: c in [0, 1], how often a body's tint names its class (shared-body presets; the
+      'class' look of `easy` is always fully tinted).
+    difficult_objects: also draw tiny and truncated objects (for robustness runs).
+    probe: 'none', 'body_only' or 'part_only' (see the module docstring).
 
   Returns:
     A dict with image uint8 (S, S, 3), boxes float32 (k, 4) TFDS-normalised, labels int32 (k,),
     difficult bool (k,), body_masks and part_masks bool (k, S, S): the pixels where the object's
     body or part is visible in the final image (disjoint; later objects occlude earlier ones).
   """
-  validate(preset, num_classes, image_size)
+  validate(preset, num_classes, image_size, body_cue, probe)
   rng = _rng(seed, split, index, preset, num_classes, image_size)
+  tint_rng = _rng(seed, split, index, preset, num_classes, image_size, _TINT_STREAM)
   config, size, colours = PRESETS[preset], image_size, class_colours(num_classes)
   image = _background(rng, size)
   _draw_clutter(rng, image, size / _REFERENCE_SIZE)
-  count = min(int(rng.integers(1, MAX_OBJECTS + 1)), num_classes)
+  count = min(int(rng.integers(1, config.max_objects + 1)), num_classes)
   owner = np.full((size, size), -1, np.int32)
   objects, areas = [], []
   for label in rng.choice(num_classes, count, replace=False):
     # Drawn once per object, not per try: tiny or truncated objects fit more easily and would
     # otherwise crowd out the others.
-    tiny, truncated = rng.random(2) < (_TINY_PROB, _TRUNCATED_PROB)
+    tiny, truncated = (rng.random(2) < (_TINY_PROB, _TRUNCATED_PROB)) & difficult_objects
+    tint = colours[label] if config.body_look == 'class' else _body_tint(
+        tint_rng, int(label), num_classes, body_cue)
     candidates, arrays = _sample_candidates(
         rng, config, int(label), size, tiny, truncated, _PLACEMENT_TRIES)
     for geom, blocked in zip(candidates, _clearly_blocked(arrays, owner)):
@@ -317,7 +392,7 @@ def render(seed, split, index, preset='main', num_classes=6, image_size=128):
         continue
       obj = _rasterise(geom)
       if _fits(obj, owner, areas, size):
-        _draw_object(rng, image, owner, len(objects), obj, config.body_look, colours[label])
+        _draw_object(rng, image, owner, len(objects), obj, tint, colours[label], probe)
         objects.append(obj)
         areas.append(int((obj.body | obj.part)[_clip(obj, size)[1]].sum()))
         break
@@ -336,30 +411,77 @@ def render(seed, split, index, preset='main', num_classes=6, image_size=128):
   }
 
 
-@functools.lru_cache(maxsize=4)
-def generate(seed, split, num_examples, preset='main', num_classes=6, image_size=128):
+class Split:
+  """A split rendered on demand: each example the first time it is asked for, then kept.
+
+  A run needs its first batch long before it has seen the whole split, so the split is not
+  rendered up front: `take(indices)` renders what is missing (thread-safe) and returns the
+  examples' arrays. `arrays()` renders the rest and returns the whole split.
+  Fields: image uint8 (n, S, S, 3), boxes float32 (n, 3, 4), box_labels int32 (n, 3) with -1
+  padding, box_difficult bool (n, 3), image_id int32 (n,).
+  """
+
+  def __init__(self, seed, split, num_examples, preset='main', num_classes=6, image_size=128,
+               body_cue=0.0, difficult_objects=False, probe='none'):
+    validate(preset, num_classes, image_size, body_cue, probe)
+    if split not in SPLITS:
+      raise UserError(f'The parts data set has splits {sorted(SPLITS)}; {split!r} is not one of '
+                      'them.')
+    n = num_examples
+    self.image_size = image_size
+    self._render = functools.partial(render, seed, split, preset=preset,
+                                     num_classes=num_classes, image_size=image_size,
+                                     body_cue=body_cue, difficult_objects=difficult_objects,
+                                     probe=probe)
+    self._arrays = {
+        'image': np.zeros((n, image_size, image_size, 3), np.uint8),
+        'boxes': np.zeros((n, MAX_OBJECTS, 4), np.float32),
+        'box_labels': np.full((n, MAX_OBJECTS), -1, np.int32),
+        'box_difficult': np.zeros((n, MAX_OBJECTS), bool),
+        'image_id': np.arange(n, dtype=np.int32),
+    }
+    self._done = np.zeros(n, bool)
+    self._lock = threading.Lock()
+
+  def __len__(self):
+    return len(self._done)
+
+  def take(self, indices):
+    """The arrays of examples `indices` (copies), rendering those not rendered yet."""
+    indices = np.asarray(indices, np.intp)
+    with self._lock:
+      for i in np.unique(indices[~self._done[indices]]):
+        ex = self._render(int(i))
+        k = len(ex['labels'])
+        self._arrays['image'][i] = ex['image']
+        self._arrays['boxes'][i, :k] = ex['boxes']
+        self._arrays['box_labels'][i, :k] = ex['labels']
+        self._arrays['box_difficult'][i, :k] = ex['difficult']
+        self._done[i] = True
+      return {key: value[indices] for key, value in self._arrays.items()}
+
+  def arrays(self):
+    """The whole split (read-only views), rendered now where needed."""
+    self.take(np.flatnonzero(~self._done))
+    views = {key: value.view() for key, value in self._arrays.items()}
+    for value in views.values():
+      value.flags.writeable = False
+    return views
+
+
+@functools.lru_cache(maxsize=8)
+def split_of(seed, split, num_examples, preset='main', num_classes=6, image_size=128,
+             body_cue=0.0, difficult_objects=False, probe='none'):
+  """The process's one `Split` of these settings (cached, so examples are rendered once)."""
+  return Split(seed, split, num_examples, preset, num_classes, image_size, body_cue,
+               difficult_objects, probe)
+
+
+def generate(seed, split, num_examples, preset='main', num_classes=6, image_size=128,
+             body_cue=0.0, difficult_objects=False, probe='none'):
   """Generates a whole split into memory (cached per process; the arrays are read-only).
 
-  Returns:
-    A dict of numpy arrays: image uint8 (n, S, S, 3), boxes float32 (n, 3, 4), box_labels int32
-    (n, 3) with -1 padding, box_difficult bool (n, 3), image_id int32 (n,).
+  The settings after `num_examples` are those of `render`; see `Split` for the fields.
   """
-  validate(preset, num_classes, image_size)
-  n = num_examples
-  out = {
-      'image': np.zeros((n, image_size, image_size, 3), np.uint8),
-      'boxes': np.zeros((n, MAX_OBJECTS, 4), np.float32),
-      'box_labels': np.full((n, MAX_OBJECTS), -1, np.int32),
-      'box_difficult': np.zeros((n, MAX_OBJECTS), bool),
-      'image_id': np.arange(n, dtype=np.int32),
-  }
-  for i in range(n):
-    ex = render(seed, split, i, preset, num_classes, image_size)
-    k = len(ex['labels'])
-    out['image'][i] = ex['image']
-    out['boxes'][i, :k] = ex['boxes']
-    out['box_labels'][i, :k] = ex['labels']
-    out['box_difficult'][i, :k] = ex['difficult']
-  for value in out.values():
-    value.flags.writeable = False
-  return out
+  return split_of(seed, split, num_examples, preset, num_classes, image_size, body_cue,
+                  difficult_objects, probe).arrays()

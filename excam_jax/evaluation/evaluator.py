@@ -8,12 +8,16 @@ batches), and `compute()` returns every metric. `score(predict_fn, batches, ...)
 Which maps give which metric (docs/method.md):
   detection AP (VOC 11-point and all-point): every component of z_c > threshold for the predicted
     classes (sigma(s_c) > 0.5), scored sigma(s_c);
-  CorLoc: the largest component's box for each ground-truth class of an image (difficult included);
+  CorLoc: the largest component's box for each ground-truth class of an image;
   expansion: area(largest box) / area(ground-truth box of c with the highest IoU with it), for the
     ground-truth classes that are also predicted; 0 when the map has no component;
   pointwise AP: argmax of each class map upsampled to the original size (exact, computed on the
     few rows that can hold it; first in raster order), tolerance in pixels;
   MaxBoxAcc / V2: see sweep.py; per-class values are taken at the overall best tau.
+
+Difficult objects: the AP metrics ignore them (VOC rules); CorLoc, expansion and MaxBoxAcc skip
+the (image, class) samples whose objects of that class are all difficult, and a sample they keep
+is scored against all of its class's boxes (a difficult one is still that object).
 
 Boxes come from the one path of boxes.py: the class map upsampled to the original image size
 (`Protocol.box_grid=None`, the default of every final evaluation), thresholded, 8-connected
@@ -72,7 +76,8 @@ class Protocol(NamedTuple):
     else:
       out.update(sweep_grid='224 x 224 (cubic)', sweep_step=0.001)
     out['difficult'] = ('difficult objects ignored in the AP metrics (neither true nor false '
-                        'positives); counted in CorLoc, MaxBoxAcc and expansion')
+                        'positives); CorLoc, MaxBoxAcc, expansion and the parts measures skip '
+                        'samples (image, class) whose objects are all difficult')
     return out
 
 
@@ -168,9 +173,10 @@ class _Localization:
       self.detection.add_ground_truth(int(truth.image_id[i]), classes, pix, difficult)
     self._pointwise(logits, maps, truth)
     predicted = logits > 0.0  # sigma(s) > 0.5
-    positive = np.zeros_like(predicted)
+    positive = np.zeros_like(predicted)  # Classes with a non-difficult object: the box samples.
     for i in range(len(truth.index)):
-      positive[i, truth.objects(i)[0]] = True
+      classes, _, difficult = truth.objects(i)
+      positive[i, classes[~difficult]] = True
     images, classes = np.nonzero(predicted | positive)
     if len(images):
       self._boxes(logits, maps, truth, images, classes, predicted, positive)

@@ -1,9 +1,9 @@
 """Measures only the parts data set allows: where the class maps lie on body, part, background.
 
 Each evaluated example is regenerated with its body and part masks (excam_jax.data.synthetic
-.render); for every (image, ground-truth class) the class map, upsampled to the native image size,
-is scored by metrics.mask_measures at z > 0. An accumulator like evaluator.Evaluator, fed in the
-same pass over the data.
+.render); for every (image, ground-truth class with a non-difficult object) the class map,
+upsampled to the native image size, is scored by metrics.mask_measures at z > 0. An accumulator
+like evaluator.Evaluator, fed in the same pass over the data.
 """
 
 import numpy as np
@@ -33,12 +33,11 @@ class PartsMeasures:
     p = self.p
     keep = np.flatnonzero(np.asarray(batch['mask']) > 0)
     for i, image_id in zip(keep, np.asarray(batch['image_id'])[keep]):
-      ex = synthetic.render(p.seed, self.split, int(image_id), p.preset, p.num_classes,
-                            p.image_size)
+      ex = synthetic.render(p.seed, self.split, int(image_id), **synthetic.options(p))
       size = ex['image'].shape[:2]
       maps = boxlib.upsample(np.moveaxis(np.asarray(class_maps[i]), -1, 0), *size)
       occupied = ex['body_masks'].any(axis=0) | ex['part_masks'].any(axis=0)
-      for c in np.unique(ex['labels']):
+      for c in np.unique(ex['labels'][~ex['difficult']]):  # Difficult-only classes skipped.
         mine = ex['labels'] == c
         self.samples.append(metrics.mask_measures(maps[c], ex['body_masks'][mine].any(axis=0),
                                                   ex['part_masks'][mine].any(axis=0),

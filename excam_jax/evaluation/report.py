@@ -25,7 +25,7 @@ METRICS = {
     'pointwise_ap': 'pointwise localization AP (Oquab et al. 2015): argmax of the upsampled map '
                     'inside a box of the class enlarged by the tolerance',
     'corloc': 'CorLoc: largest component of z_c > threshold, IoU >= 0.5, over the images '
-              'holding the class',
+              'holding a non-difficult object of the class',
     'maxboxacc': 'MaxBoxAcc (Choe et al. 2020): min-max normalised map, largest component, '
                  'IoU >= 0.5, best threshold; protocol "exact" or "wsolevaluation"',
     'maxboxaccv2': 'MaxBoxAccV2: all components, IoU >= {0.3, 0.5, 0.7} averaged, best '
