@@ -17,7 +17,7 @@ def _examples(preset, count=24, seed=0, size=SIZE, **options):
 def test_boxes_enclose_every_object_pixel(preset):
   for ex in _examples(preset):
     k = len(ex['labels'])
-    assert 1 <= k <= synthetic.PRESETS[preset].max_objects, k
+    assert k >= 1 and k <= synthetic.PRESETS[preset].max_objects, k
     assert ex['image'].shape == (SIZE, SIZE, 3) and ex['image'].dtype == np.uint8
     assert ex['boxes'].shape == (k, 4) and ex['body_masks'].shape == (k, SIZE, SIZE)
     for box, body, part in zip(ex['boxes'], ex['body_masks'], ex['part_masks']):
