@@ -122,12 +122,16 @@ def options(parts):
 _TINT_STREAM = 7  # The tints' draws: apart from the scene's, so every body_cue has its scenes.
 
 
+def _check_split(split):
+  if split not in SPLITS:
+    raise UserError(f'The parts data set has splits {sorted(SPLITS)}; {split!r} is not one of them.')
+
+
 def _rng(seed, split, index, preset, num_classes, image_size, stream=None):
   """The draws of one example. Neither the body cue, the probe nor the difficult-objects switch
   is in the key: the same index is the same scene (backgrounds, classes, poses) at every cue
   level and in every probe, which pairs the comparisons across them."""
-  if split not in SPLITS:
-    raise UserError(f'The parts data set has splits {sorted(SPLITS)}; {split!r} is not one of them.')
+  _check_split(split)
   key = [seed, SPLITS[split], index, sorted(PRESETS).index(preset), num_classes, image_size]
   return np.random.default_rng(np.random.SeedSequence(key + ([] if stream is None else [stream])))
 
@@ -424,9 +428,7 @@ class Split:
   def __init__(self, seed, split, num_examples, preset='main', num_classes=6, image_size=128,
                body_cue=0.0, difficult_objects=False, probe='none'):
     validate(preset, num_classes, image_size, body_cue, probe)
-    if split not in SPLITS:
-      raise UserError(f'The parts data set has splits {sorted(SPLITS)}; {split!r} is not one of '
-                      'them.')
+    _check_split(split)
     n = num_examples
     self.image_size = image_size
     self._render = functools.partial(render, seed, split, preset=preset,
