@@ -35,7 +35,7 @@ def get_config():
       'probe': 'none'})  # 'none' | 'body_only' (parts painted over) | 'part_only' (no bodies).
 
   config.model = ml_collections.ConfigDict()
-  config.model.head = 'excam'  # 'excam' | 'wildcat' | 'cam' | 'adl'
+  config.model.head = 'excam'  # 'excam' | 'wildcat' | 'cam' | 'adl' | 'acol'
   config.model.depth = 101
   config.model.width = 64  # Channels of the stem; 64 is the standard ResNet.
   config.model.output_stride = 32  # 32, 16 or 8 (dilation replaces the last strides).
@@ -50,6 +50,10 @@ def get_config():
   config.model.learn_threshold = 'none'  # 'none' | 'scalar' | 'per_class'
   config.model.adl_gamma = 0.9
   config.model.adl_drop_rate = 0.75
+  # ACoL (two classifiers trained one after the other, models/acol.py): their kind, and where
+  # classifier B's images are erased (A's min-max normalised class map >= threshold).
+  config.model.acol_head = 'wildcat'  # 'wildcat' | 'excam' | 'adl' | 'cam'
+  config.model.acol_threshold = 0.6
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
   config.model.freeze_bn = False  # Use running statistics in training (tiny per-device batches).
   config.model.remat = False  # Rematerialise trunk stages to save memory.

@@ -16,7 +16,7 @@ from excam_jax.data import voc_info
 from excam_jax.errors import ConfigError, check_field
 
 DATASETS = ('parts', 'voc/2007', 'voc/2012')
-HEADS = ('excam', 'wildcat', 'adl', 'cam')
+HEADS = ('excam', 'wildcat', 'adl', 'cam', 'acol')
 DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ('float32', 'bfloat16')
@@ -68,6 +68,12 @@ def validate_model(config):
               'a finite float > 0')
   check_field(m.learn_threshold in LEARN_THRESHOLD, 'model.learn_threshold', m.learn_threshold,
               f'one of {LEARN_THRESHOLD}')
+  acol_head = m.get('acol_head', 'wildcat')
+  check_field(acol_head in HEADS and acol_head != 'acol', 'model.acol_head', acol_head,
+              f"one of {tuple(h for h in HEADS if h != 'acol')}")
+  acol_threshold = m.get('acol_threshold', 0.6)
+  check_field(_is_real(acol_threshold) and 0 < acol_threshold < 1, 'model.acol_threshold',
+              acol_threshold, 'a float in (0, 1)')
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
   impl = m.get('conv_impl', 'auto')
   check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')
@@ -83,8 +89,9 @@ def validate_model(config):
   if 'optim' in config:
     loss = config.optim.diversity_loss
     check_field(loss in DIVERSITY_LOSSES, 'optim.diversity_loss', loss, f'one of {DIVERSITY_LOSSES}')
-    check_field(loss == 'none' or m.head != 'cam', 'optim.diversity_loss', loss,
-                "'none' with model.head='cam' (it has no per-class maps)")
+    kind = acol_head if m.head == 'acol' else m.head
+    check_field(loss == 'none' or kind != 'cam', 'optim.diversity_loss', loss,
+                "'none' with a CAM head (it has no per-class maps)")
 
 
 def validate_data(config):

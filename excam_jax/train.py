@@ -33,6 +33,7 @@ from excam_jax import workdir_lock
 from excam_jax import xla_setup
 from excam_jax.data import pipeline
 from excam_jax.errors import Stopped, UserError, check_field
+from excam_jax.models import acol
 from excam_jax.models import losses
 from excam_jax.models import network
 
@@ -106,11 +107,52 @@ def create_optimizer(optim, total_steps):
   return tx, schedules
 
 
+def stages(config):
+  """The training stages: ('a', 'b') for ACoL (classifier A, then B), (None,) otherwise."""
+  return acol.STAGES if config.model.head == 'acol' else (None,)
+
+
+class StagedOptimizer:
+  """ACoL's optimizer: one transformation per stage over that stage's classifier params[stage].
+
+  Each keeps its own state and schedule, so classifier B's warm-up and decay start when stage 'b'
+  starts, and B's parameters are not touched (not even decayed) while A trains.
+  """
+
+  def __init__(self, transforms):
+    self.transforms = transforms
+
+  def init(self, params):
+    return {stage: tx.init(params[stage]) for stage, tx in self.transforms.items()}
+
+
+def create_staged_optimizer(optim, stage_steps, names=acol.STAGES):
+  """(StagedOptimizer, schedules of the whole run by global step) for `len(names)` stages."""
+  transforms, per_stage = {}, None
+  for name in names:
+    transforms[name], per_stage = create_optimizer(optim, stage_steps)
+
+  def shifted(schedule):
+    return lambda step: schedule(step % stage_steps if step < len(names) * stage_steps
+                                 else stage_steps - 1)
+
+  return StagedOptimizer(transforms), {g: shifted(f) for g, f in per_stage.items()}
+
+
+def stage_of(step, stage_steps, names):
+  """The stage that trains global step `step` (1-based): stage i covers (i*S, (i+1)*S]."""
+  return names[min((step - 1) // stage_steps, len(names) - 1)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Steps.
 
-def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0):
+def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0,
+               stage=None):
   """One SGD step on a (global) batch: BCE (+ diversity) loss, BatchNorm statistics updated.
+
+  With `stage` ('a' or 'b', ACoL), only params[stage] is trained, by tx.transforms[stage]
+  (a StagedOptimizer), through the model's method `stage_<stage>`.
 
   Returns:
     (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss'), the
@@ -118,10 +160,18 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
   """
   rng = jax.random.fold_in(state.rng, state.step)
 
-  def loss_fn(params):
+  def forward(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
-    (logits, aux), updates = model.apply(variables, batch['image'], train=True,
-                                         mutable=['batch_stats'], rngs={'dropout': rng})
+    kwargs = dict(train=True, mutable=['batch_stats'], rngs={'dropout': rng})
+    if stage is None:
+      return model.apply(variables, batch['image'], **kwargs)
+    if stage == 'a':
+      return model.apply(variables, batch['image'], method='stage_a', **kwargs)
+    return model.apply(variables, batch['image'], batch['label'], method='stage_b', **kwargs)
+
+  def loss_fn(trained):
+    params = trained if stage is None else {**state.params, stage: trained}
+    (logits, aux), updates = forward(params)
     bce = losses.bce_loss(logits.astype(jnp.float32), batch['label'], batch['mask'])
     metrics = {'bce_loss': bce}
     loss = bce
@@ -132,9 +182,16 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
     metrics['loss'] = loss
     return loss, (updates.get('batch_stats', state.batch_stats), metrics)
 
-  grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  if stage is None:
+    grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+  else:
+    grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params[stage])
+    updates, stage_opt = tx.transforms[stage].update(grads, state.opt_state[stage],
+                                                     state.params[stage])
+    params = {**state.params, stage: optax.apply_updates(state.params[stage], updates)}
+    opt_state = {**state.opt_state, stage: stage_opt}
   # Checked on the host before any checkpoint: a NaN state must never be saved as good.
   metrics['grad_norm'] = optax.global_norm(grads)
   metrics['param_norm'] = optax.global_norm(params)
@@ -143,25 +200,31 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
   return new_state, metrics
 
 
-def eval_step(variables, images, *, model):
-  """Inference: (logits (B, C), class_maps (B, h, w, C)), both float32."""
-  logits, aux = model.apply(variables, images, train=False)
+def eval_step(variables, images, *, model, method=None):
+  """Inference: (logits (B, C), class_maps (B, h, w, C)), both float32.
+
+  `method` names another of the model's methods (ACoL's 'stage_a': classifier A alone).
+  """
+  if method is None:
+    logits, aux = model.apply(variables, images, train=False)
+  else:
+    logits, aux = model.apply(variables, images, train=False, method=method)
   return logits.astype(jnp.float32), aux['class_maps'].astype(jnp.float32)
 
 
-def make_train_step(optim, model, tx, mesh):
-  """train_step bound to the model and loss options, jitted over `mesh`, state donated."""
+def make_train_step(optim, model, tx, mesh, stage=None):
+  """train_step bound to the model, loss options and stage, jitted over `mesh`, state donated."""
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, diversity_loss=optim.diversity_loss,
-                        diversity_weight=optim.diversity_weight),
+                        diversity_weight=optim.diversity_weight, stage=stage),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
 
-def make_eval_step(model, mesh):
+def make_eval_step(model, mesh, method=None):
   """eval_step jitted over `mesh`; outputs replicated so every process can read them."""
-  return jax.jit(functools.partial(eval_step, model=model),
+  return jax.jit(functools.partial(eval_step, model=model, method=method),
                  in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                  out_shardings=parallel.replicated(mesh))
 
@@ -179,10 +242,23 @@ def create_state(rng, *, model, tx, image_size, trunk_variables=None):
   params = dict(variables['params'])
   batch_stats = dict(variables.get('batch_stats', {}))
   if trunk_variables is not None:
-    params['trunk'] = trunk_variables['params']
-    batch_stats['trunk'] = trunk_variables['batch_stats']
+    for owner_params, owner_stats in _trunk_owners(params, batch_stats):
+      owner_params['trunk'] = trunk_variables['params']
+      owner_stats['trunk'] = trunk_variables['batch_stats']
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), rng=train_rng)
+
+
+def _trunk_owners(params, batch_stats):
+  """The (params, batch_stats) dicts that hold a 'trunk': the network's, or each ACoL stage's
+  (copied, so that the caller's nested dicts are replaced, not mutated)."""
+  if 'trunk' in params:
+    return [(params, batch_stats)]
+  owners = []
+  for stage in acol.STAGES:
+    params[stage], batch_stats[stage] = dict(params[stage]), dict(batch_stats[stage])
+    owners.append((params[stage], batch_stats[stage]))
+  return owners
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +271,9 @@ def _load_pretrained(config, model, image_size):
   abstract = jax.eval_shape(functools.partial(_init_variables, model=model,
                                               image_size=image_size), jax.random.key(0))
   for collection in ('params', 'batch_stats'):
-    want = jax.tree.map(lambda x: x.shape, abstract[collection]['trunk'])
+    tree = abstract[collection]
+    tree = tree['trunk'] if 'trunk' in tree else tree[acol.STAGES[0]]['trunk']
+    want = jax.tree.map(lambda x: x.shape, tree)
     got = jax.tree.map(np.shape, weights[collection])
     if want != got:
       raise UserError(f'{config.model.pretrained} does not fit the configured trunk; check '
@@ -408,7 +486,7 @@ def train_and_evaluate(config, workdir, allow_schedule_change=False):
   try:
     info = pipeline.dataset_info(config)
     steps_per_epoch = math.ceil(info.num_train / config.train.batch_size)
-    total_steps = config.train.num_epochs * steps_per_epoch
+    total_steps = config.train.num_epochs * steps_per_epoch * len(stages(config))
     ckpt = checkpoints.Checkpoints(workdir, max_to_keep=config.train.keep_checkpoints)
     try:
       ckpt.check_writable()  # Before anything is written.
@@ -451,7 +529,12 @@ def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   model = network.create_model(config.model, info.num_classes)
-  tx, schedules = create_optimizer(config.optim, total_steps)
+  names = stages(config)
+  stage_steps = total_steps // len(names)
+  if names == (None,):
+    tx, schedules = create_optimizer(config.optim, total_steps)
+  else:
+    tx, schedules = create_staged_optimizer(config.optim, stage_steps, names)
   state, source = initial_state(config, model, tx, ckpt, replicated, allow_schedule_change)
   start = int(state.step)
   if start > total_steps:
@@ -461,8 +544,13 @@ def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change
     checkpoints.write_config(workdir, config)
   _LOG.info('Starting from %s: step %d of %d (%d examples, %d classes, %d devices).', source,
             start, total_steps, info.num_train, info.num_classes, jax.device_count())
-  step_fn = make_train_step(config.optim, model, tx, mesh)
+  if len(names) > 1:
+    _LOG.info('ACoL: classifier A trains steps 1-%d, classifier B (on images erased by A) steps '
+              '%d-%d.', stage_steps, stage_steps + 1, total_steps)
+  step_fns = {name: make_train_step(config.optim, model, tx, mesh, stage=name) for name in names}
   eval_fn = make_eval_step(model, mesh)
+  # ACoL: evaluations during stage 'a' score classifier A alone (B is not trained yet).
+  stage_eval_fn = make_eval_step(model, mesh, method='stage_a') if len(names) > 1 else eval_fn
   batches = parallel.prefetch(
       pipeline.train_batches(config, start_step=start, process_index=jax.process_index(),
                              process_count=jax.process_count()), sharded, TRAIN_KEYS)
@@ -472,21 +560,26 @@ def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change
     for step in range(start + 1, total_steps + 1):
       if stop.signum:
         _stopped(stop, step - 1, ckpt, state, config, saved_step, log)
-      state, metrics = step_fn(state, next(batches))
+      stage = stage_of(step, stage_steps, names)
+      state, metrics = step_fns[stage](state, next(batches))
       log.step(metrics)
       if step == start + 1:
         jax.block_until_ready(metrics)
         _LOG.info('first step done %.1f s after the process started (compilation included).',
                   time.time() - _process_start_time())
-      do_eval = step % config.train.eval_every_steps == 0 or step == total_steps
-      do_save = step % config.train.checkpoint_every_steps == 0 or step == total_steps
+      stage_end = step % stage_steps == 0  # The last step of a stage (ACoL), or of the run.
+      do_eval = step % config.train.eval_every_steps == 0 or stage_end
+      do_save = step % config.train.checkpoint_every_steps == 0 or stage_end
       if step % config.train.log_every_steps == 0 or do_eval or do_save or stop.signum:
         log.flush(step, ckpt)  # Also guards checkpoints against a non-finite state.
       if do_save:
         ckpt.save(step, state, config)
         saved_step = step
       if do_eval:
-        log.eval_result(step, eval_metrics(config, state, info, eval_fn, sharded,
+        if stage == 'a':
+          _LOG.info('stage a (classifier A alone) at step %d of %d:', step, stage_steps)
+        log.eval_result(step, eval_metrics(config, state, info,
+                                           stage_eval_fn if stage == 'a' else eval_fn, sharded,
                                            final=step == total_steps))
   finally:
     log.close()

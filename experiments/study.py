@@ -268,7 +268,7 @@ def _parse_extra(text):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-  parser.add_argument('--methods', default=','.join(m for m in METHODS if m != 'acol'),
+  parser.add_argument('--methods', default=','.join(METHODS),
                       help=f'comma list of {", ".join(METHODS)}')
   parser.add_argument('--body_cue', default='0,0.25,0.5,1', help='comma list of levels in [0, 1]')
   parser.add_argument('--seeds', default='0,1,2', help='comma list of seeds')

@@ -38,8 +38,9 @@ def test_resnet18_64px_forward(head):
                                      rngs={'dropout': jax.random.key(2)})
   assert logits.shape == (2, 5) and bool(jnp.all(jnp.isfinite(logits)))
   assert aux['class_maps'].shape == (2, 2, 2, 5)
-  assert set(state) == {'batch_stats'} and set(variables['params']) == {'trunk', 'head'}
-  if head != 'cam':
+  parts = {'a', 'b'} if head == 'acol' else {'trunk', 'head'}  # ACoL: two classifiers.
+  assert set(state) == {'batch_stats'} and set(variables['params']) == parts
+  if head not in ('cam', 'acol'):
     assert aux['maps'].shape == aux['dropped_maps'].shape == (2, 2, 2, 5, 2)
   logits_eval, _ = model.apply(variables, x)
   assert bool(jnp.all(jnp.isfinite(logits_eval)))
@@ -240,8 +241,13 @@ def test_diversity_loss_needs_per_class_maps():
   config.optim.diversity_loss = 'cosine'
   config_checks.validate_model(config)
   config.model.head = 'cam'
-  with pytest.raises(ConfigError, match="config.optim.diversity_loss='cosine'.*model.head='cam'"):
+  with pytest.raises(ConfigError, match="config.optim.diversity_loss='cosine'.*a CAM head"):
     config_checks.validate_model(config)
+  config.model.head, config.model.acol_head = 'acol', 'cam'  # ACoL of two CAM classifiers.
+  with pytest.raises(ConfigError, match="config.optim.diversity_loss='cosine'.*a CAM head"):
+    config_checks.validate_model(config)
+  config.model.acol_head = 'excam'
+  config_checks.validate_model(config)
 
 
 def test_kmax_count_limit_follows_map_size():

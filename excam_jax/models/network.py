@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from excam_jax import config_checks
+from excam_jax.models import acol
 from excam_jax.models import excam
 from excam_jax.models import losses
 from excam_jax.models import resnet
@@ -28,31 +29,37 @@ class WSOLNet(nn.Module):
     return self.head(self.trunk(images, train=train), train=train)
 
 
-def create_model(model_config, num_classes):
+def create_model(model_config, num_classes, head=None):
   """Builds the network that `model_config` (the config's `model` field) describes.
 
   model.head picks the method: 'cam' is `variants.CAMHead`; 'wildcat', 'excam' and 'adl' are a
   `wildcat.WildcatHead` with no transform, `excam.SequentialDropout` or
-  `variants.AttentionDropout`, each built from its own config fields.
+  `variants.AttentionDropout`, each built from its own config fields; 'acol' is an
+  `acol.ACoLNet` of two networks of the kind model.acol_head. `head` overrides model.head.
   """
   m = model_config
-  if m.head not in HEADS:
-    raise ValueError(f'model.head must be one of {HEADS}, got {m.head!r}.')
+  head = head or m.head
+  if head not in HEADS:
+    raise ValueError(f'model.head must be one of {HEADS}, got {head!r}.')
+  if head == 'acol':  # Two classifiers of the kind model.acol_head (models/acol.py).
+    base = m.get('acol_head', 'wildcat')
+    return acol.ACoLNet(a=create_model(m, num_classes, base), b=create_model(m, num_classes, base),
+                        threshold=m.get('acol_threshold', 0.6))
   conv_impl = m.get('conv_impl', 'auto')  # Absent from configs saved before it existed.
   trunk = resnet.ResNet(depth=m.depth, width=m.width, output_stride=m.output_stride,
                         dtype=DTYPES[m.dtype], freeze_bn=m.freeze_bn, remat=m.remat,
                         conv_impl=conv_impl)
-  if m.head == 'cam':
+  if head == 'cam':
     return WSOLNet(trunk=trunk, head=variants.CAMHead(num_classes=num_classes))
   transform = None
-  if m.head == 'excam':
+  if head == 'excam':
     transform = excam.SequentialDropout(
         drop_threshold=m.drop_threshold, self_drop=m.self_drop,
         straight_through=m.straight_through, temperature=m.temperature,
         learn_threshold=m.learn_threshold)
-  elif m.head == 'adl':
+  elif head == 'adl':
     transform = variants.AttentionDropout(gamma=m.adl_gamma, drop_rate=m.adl_drop_rate)
-  head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
-                             kmin=m.kmin, alpha=m.alpha, transform=transform,
-                             conv_impl=conv_impl)
-  return WSOLNet(trunk=trunk, head=head)
+  wildcat_head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
+                                     kmin=m.kmin, alpha=m.alpha, transform=transform,
+                                     conv_impl=conv_impl)
+  return WSOLNet(trunk=trunk, head=wildcat_head)
