@@ -71,6 +71,9 @@ def get_config():
   config.optim.warmup_steps = 0
   config.optim.diversity_loss = 'none'  # 'none' | 'pairwise_l2' | 'cosine'
   config.optim.diversity_weight = 0.0
+  # Map-area penalty (models/losses.py area_loss): weight of the mean sigmoid(z) of the positive
+  # classes' maps; 0 is off.
+  config.optim.area_weight = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16  # Global batch over all devices and processes.
@@ -94,6 +97,10 @@ def get_config():
   config.eval.sweep_grid = placeholder(int)  # 'exact' MaxBoxAcc sweep: None = original size.
   config.eval.sweep_step = 0.01  # 'exact' MaxBoxAcc: spacing of the relative thresholds.
   config.eval.pointwise_tolerance = 18  # Pixels (Oquab et al. 2015).
+  # Test-time erasing (models/expansion.py) in evaluate and localize: 'none' | 'erase'.
+  config.eval.map_expansion = 'none'
+  config.eval.map_expansion_steps = 2  # Erasing passes after the first.
+  config.eval.map_expansion_threshold = 0.5  # Erase where a pass's normalised map is >= this.
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

@@ -26,6 +26,7 @@ LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
 MAXBOXACC = ('exact', 'wsolevaluation')
+EXPANSIONS = ('none', 'erase')  # Test-time map expansion (models/expansion.py).
 
 
 def _is_int(value):
@@ -132,6 +133,8 @@ def validate_training(config):
   for field in ('head_learning_rate', 'trunk_learning_rate', 'weight_decay', 'diversity_weight'):
     check_field(_is_real(o[field]) and o[field] >= 0, f'optim.{field}', o[field],
                 'a finite float >= 0')
+  area = o.get('area_weight', 0.0)
+  check_field(_is_real(area) and area >= 0, 'optim.area_weight', area, 'a finite float >= 0')
   check_field(_is_real(o.momentum) and 0 <= o.momentum < 1, 'optim.momentum', o.momentum,
               'a float in [0, 1)')
   check_field(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {SCHEDULES}')
@@ -155,6 +158,14 @@ def _grid_ok(value):
   return value is None or (_is_int(value) and value >= 8)
 
 
+def validate_map_expansion(expansion, steps, threshold):
+  """Checks the test-time expansion fields of config.eval (models/expansion.py)."""
+  check_field(expansion in EXPANSIONS, 'eval.map_expansion', expansion, f'one of {EXPANSIONS}')
+  check_field(_is_int(steps) and steps >= 1, 'eval.map_expansion_steps', steps, 'an int >= 1')
+  check_field(_is_real(threshold) and 0 < threshold < 1, 'eval.map_expansion_threshold', threshold,
+              'a float in (0, 1)')
+
+
 def validate_eval(config):
   """Checks config.eval: the batch size, and the protocol of the localization metrics."""
   e = config.eval
@@ -169,6 +180,8 @@ def validate_eval(config):
                 'None (the original image size) or an int >= 8')
   check_field(_is_real(e.sweep_step) and 0 < e.sweep_step < 1, 'eval.sweep_step', e.sweep_step,
               'a float in (0, 1)')
+  validate_map_expansion(e.get('map_expansion', 'none'), e.get('map_expansion_steps', 2),
+                     e.get('map_expansion_threshold', 0.5))
   check_field(_is_int(e.pointwise_tolerance) and e.pointwise_tolerance >= 0,
               'eval.pointwise_tolerance', e.pointwise_tolerance, 'an int >= 0')
 

@@ -42,6 +42,11 @@ _SWEEP_GRID = flags.DEFINE_integer('sweep_grid', None,
 _SWEEP_STEP = flags.DEFINE_float('sweep_step', None, "'exact' MaxBoxAcc threshold step.")
 _THRESHOLD = flags.DEFINE_float('threshold', None, 'Box threshold on z (0 is sigma(z) > 0.5).')
 _TOLERANCE = flags.DEFINE_integer('pointwise_tolerance', None, 'Pointwise AP tolerance (px).')
+_MAP_EXPANSION = flags.DEFINE_enum('map_expansion', None, ['none', 'erase'],
+                               "Test-time map expansion; the config's eval.map_expansion if unset.")
+_MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None, 'Erasing passes (>= 1).')
+_MAP_EXPANSION_THRESHOLD = flags.DEFINE_float('map_expansion_threshold', None,
+                                          'Erase where a normalised map is >= this, in (0, 1).')
 
 
 def check_flags():
@@ -61,6 +66,11 @@ def check_flags():
     raise UserError(f'--sweep_step={_SWEEP_STEP.value} is invalid: allowed a float in (0, 1).')
   if _THRESHOLD.value is not None and not np.isfinite(_THRESHOLD.value):
     raise UserError(f'--threshold={_THRESHOLD.value} is invalid: allowed a finite float.')
+  if _MAP_EXPANSION_STEPS.value is not None and _MAP_EXPANSION_STEPS.value < 1:
+    raise UserError(f'--map_expansion_steps={_MAP_EXPANSION_STEPS.value} is invalid: allowed an int >= 1.')
+  if _MAP_EXPANSION_THRESHOLD.value is not None and not 0 < _MAP_EXPANSION_THRESHOLD.value < 1:
+    raise UserError(f'--map_expansion_threshold={_MAP_EXPANSION_THRESHOLD.value} is invalid: allowed a '
+                    'float in (0, 1).')
   if _COMPARE.value and not os.path.isfile(_COMPARE.value):
     raise UserError(f'--compare={_COMPARE.value} not found; pass the metrics.json that '
                     '`python -m excam_jax.evaluate` wrote for the other run.')
@@ -85,7 +95,9 @@ def main(argv):
   out = runner.evaluate_checkpoint(
       _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
       figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value,
-      protocol=_protocol_flags())
+      protocol=_protocol_flags(),
+      expansion={'map_expansion': _MAP_EXPANSION.value, 'map_expansion_steps': _MAP_EXPANSION_STEPS.value,
+                 'map_expansion_threshold': _MAP_EXPANSION_THRESHOLD.value})
   print(f'wrote {out} (metrics.json, tables.md' + (', figures' if _FIGURES.value else '') + ')')
 
 

@@ -457,7 +457,9 @@ def _run(workdir, output, paths, step=None, score_threshold=0.5):
   config, variables, _ = checkpoints.restore(workdir, step)
   names = class_names_of(config)
   model = network.create_model(config.model, len(names))
-  predict_fn = runner.make_predict_fn(model, variables)
+  from excam_jax.models import expansion  # pylint: disable=g-import-not-at-top
+  predict_fn = runner.make_predict_fn(
+      model, variables, expansion.from_config(runner.map_expansion_fields(config, None)))
   # Said only now, so that a command that fails before this point prints its one error line only.
   for note in notes:
     cli.LOGGER.info('%s', note)

@@ -148,14 +148,16 @@ def stage_of(step, stage_steps, names):
 # Steps.
 
 def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0,
-               stage=None):
-  """One SGD step on a (global) batch: BCE (+ diversity) loss, BatchNorm statistics updated.
+               stage=None, area_weight=0.0):
+  """One SGD step on a (global) batch: BCE (+ diversity, + map-area) loss, BatchNorm
+  statistics updated.
 
   With `stage` ('a' or 'b', ACoL), only params[stage] is trained, by tx.transforms[stage]
   (a StagedOptimizer), through the model's method `stage_<stage>`.
 
   Returns:
-    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss'), the
+    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss',
+    'area_loss'), the
     gradients' and the updated parameters' global norms 'grad_norm' and 'param_norm'.
   """
   rng = jax.random.fold_in(state.rng, state.step)
@@ -179,6 +181,10 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
       diversity = losses.diversity_loss(aux['maps'].astype(jnp.float32), diversity_loss)
       metrics['diversity_loss'] = diversity
       loss = loss + diversity_weight * diversity
+    if area_weight:
+      area = losses.area_loss(aux['class_maps'], batch['label'], batch['mask'])
+      metrics['area_loss'] = area
+      loss = loss + area_weight * area
     metrics['loss'] = loss
     return loss, (updates.get('batch_stats', state.batch_stats), metrics)
 
@@ -217,7 +223,8 @@ def make_train_step(optim, model, tx, mesh, stage=None):
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, diversity_loss=optim.diversity_loss,
-                        diversity_weight=optim.diversity_weight, stage=stage),
+                        diversity_weight=optim.diversity_weight, stage=stage,
+                        area_weight=optim.get('area_weight', 0.0)),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 

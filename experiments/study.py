@@ -40,10 +40,17 @@ METHODS = {
     'excam_selfdrop': {'model.head': 'excam', 'model.self_drop': True},
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
+    'acol_excam': {'model.head': 'acol', 'model.acol_head': 'excam', 'model.self_drop': False},
+    'wildcat_erase': {'model.head': 'wildcat', 'eval.map_expansion': 'erase'},
+    'excam_erase': {'model.head': 'excam', 'model.self_drop': False,
+                    'eval.map_expansion': 'erase'},
     'body_only': {'model.head': 'wildcat', 'data.parts.probe': 'body_only'},
     'part_only': {'model.head': 'wildcat', 'data.parts.probe': 'part_only'},
 }
 BASELINE = 'wildcat'
+# Methods that differ from another only at inference: they evaluate that method's training.
+TRAINED_AS = {'wildcat_erase': 'wildcat', 'excam_erase': 'excam'}
+TIMING_FILE = 'train_seconds.json'  # In a cell's run folder: the training's wall time.
 # Overrides of every cell of the full study, and of --quick.
 CELL = {'data.parts.num_train': 2000, 'data.parts.num_eval': 300, 'train.num_epochs': 8,
         'optim.warmup_steps': 50, 'train.eval_every_steps': 10 ** 6,
@@ -107,8 +114,8 @@ def markdown(rows, level=0.95, metrics=('classification_map', 'corloc', 'maxboxa
   pct = int(round(level * 100))
   lines = [f'Mean ± half-width of the {pct} % t-interval over seeds (n = seeds); exact scoring, '
            'validation split, non-difficult objects.', '',
-           '| method | body_cue | n | ' + ' | '.join(metrics) + ' | train s |',
-           '| --- | --- | --- | ' + ' | '.join('---' for _ in metrics) + ' | --- |']
+           '| method | body_cue | n | ' + ' | '.join(metrics) + ' | train s | eval s |',
+           '| --- | --- | --- | ' + ' | '.join('---' for _ in metrics) + ' | --- | --- |']
   for method in methods:
     for cue in cues:
       cell = [r for r in rows if r['method'] == method and float(r['body_cue']) == cue]
@@ -116,8 +123,10 @@ def markdown(rows, level=0.95, metrics=('classification_map', 'corloc', 'maxboxa
         continue
       stats = [mean_ci([r[m] for r in cell], level) for m in metrics]
       train_s = mean_ci([r['train_s'] for r in cell], level)[0]
+      eval_s = mean_ci([r.get('eval_s', math.nan) for r in cell], level)[0]
       lines.append(f'| {method} | {cue:g} | {len(cell)} | '
-                   + ' | '.join(_fmt(s[0], s[1]) for s in stats) + f' | {train_s:.0f} |')
+                   + ' | '.join(_fmt(s[0], s[1]) for s in stats)
+                   + f' | {train_s:.0f} | {eval_s:.0f} |')
   others = [m for m in methods if m != BASELINE]
   if BASELINE in methods and others:
     lines += ['', f'Paired differences from {BASELINE} (method − {BASELINE}, same seed and '
@@ -228,24 +237,51 @@ def cell_config(method, cue, seed, quick, extra=()):
   return config
 
 
-def run_cell(method, cue, seed, workdir, quick, extra):
-  """Trains (or resumes) and evaluates one cell; returns its row."""
+def config_checks_validate(config):
+  """The package's config check (imported late: the harness runs without JAX loaded)."""
   from excam_jax import config_checks  # pylint: disable=g-import-not-at-top
-  config = cell_config(method, cue, seed, quick, extra)
   config_checks.validate(config)
+
+
+def train_cell(method, cue, seed, workdir, quick, extra):
+  """Trains (or resumes, or finds finished) one cell's model: (run folder, steps, train s).
+
+  The training time is that of the process that trained it (kept in the run folder), so a
+  method that evaluates another's training (TRAINED_AS) reports the same cost.
+  """
+  config = cell_config(method, cue, seed, quick, extra)
+  config_checks_validate(config)
+  from excam_jax import files  # pylint: disable=g-import-not-at-top
   from excam_jax import train  # pylint: disable=g-import-not-at-top
-  from excam_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
   run_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed))
+  timing = os.path.join(run_dir, TIMING_FILE)
   start = time.perf_counter()
   result = train.train_and_evaluate(config, run_dir)
   train_s = time.perf_counter() - start
+  if os.path.isfile(timing):
+    with open(timing, encoding='utf-8') as f:
+      train_s = json.load(f)['train_s']
+  else:
+    files.write_text(timing, json.dumps({'train_s': train_s}))
+  return run_dir, result['final_step'], train_s
+
+
+def run_cell(method, cue, seed, workdir, quick, extra):
+  """Trains (or resumes) and evaluates one cell; returns its row."""
+  base = TRAINED_AS.get(method, method)
+  run_dir, steps, train_s = train_cell(base, cue, seed, workdir, quick, extra)
+  from excam_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
+  eval_fields = {k.split('.', 1)[1]: v for k, v in METHODS[method].items()
+                 if k.startswith('eval.')}
+  own_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed))
   start = time.perf_counter()
-  out_dir = runner.evaluate_checkpoint(run_dir, figures=0, output=os.path.join(run_dir, 'eval'))
+  out_dir = runner.evaluate_checkpoint(run_dir, figures=0, output=os.path.join(own_dir, 'eval'),
+                                       expansion=eval_fields)
   eval_s = time.perf_counter() - start
   with open(os.path.join(out_dir, 'metrics.json'), encoding='utf-8') as f:
     metrics = json.load(f)
   row = {'method': method, 'body_cue': float(cue), 'seed': int(seed),
-         'train_s': train_s, 'eval_s': eval_s, 'steps': result['final_step']}
+         'train_s': train_s, 'eval_s': eval_s, 'steps': steps}
   for key in METRICS:
     value = metrics.get(key)
     row[key] = math.nan if value is None else float(value)

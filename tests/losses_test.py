@@ -71,3 +71,30 @@ class TestDiversityLoss:
   def test_unknown_kind_names_the_choices(self):
     with pytest.raises(ValueError, match=r"one of \('pairwise_l2', 'cosine'\), got 'l1'"):
       losses.diversity_loss(self.ORTHOGONAL, 'l1')
+
+
+class TestAreaLoss:
+  # Image 0, class 0: z = (0, ln 3) -> sigmoid (1/2, 3/4), mean 5/8. Image 1, class 1:
+  # z = (-ln 3, 0) -> (1/4, 1/2), mean 3/8. The other two (image, class) pairs are negatives.
+  LN3 = np.log(3.0)
+  MAPS = jnp.array([[[[0.0, 9.0], [LN3, 9.0]]], [[[9.0, -LN3], [9.0, 0.0]]]])  # (2, 1, 2, 2)
+  LABELS = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+
+  def test_mean_sigmoid_over_positive_pairs(self):
+    np.testing.assert_allclose(losses.area_loss(self.MAPS, self.LABELS), (5 / 8 + 3 / 8) / 2,
+                               rtol=1e-6)
+
+  def test_mask_leaves_padding_out(self):
+    np.testing.assert_allclose(losses.area_loss(self.MAPS, self.LABELS, jnp.array([1.0, 0.0])),
+                               5 / 8, rtol=1e-6)
+
+  def test_no_positive_gives_zero_not_nan(self):
+    assert float(losses.area_loss(self.MAPS, jnp.zeros((2, 2)))) == 0.0
+
+  def test_gradient_is_sigmoid_slope_over_cells_and_pairs(self):
+    grad = jax.grad(lambda m: losses.area_loss(m, self.LABELS))(self.MAPS)
+    # d/dz mean sigmoid = s (1 - s) / cells, over 2 positive pairs; negatives get none.
+    want = np.zeros((2, 1, 2, 2))
+    want[0, 0, :, 0] = [0.5 * 0.5 / 2 / 2, 0.75 * 0.25 / 2 / 2]
+    want[1, 0, :, 1] = [0.25 * 0.75 / 2 / 2, 0.5 * 0.5 / 2 / 2]
+    np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)

@@ -67,3 +67,14 @@ def test_cell_config_sets_method_cue_and_seed():
   assert config.model.num_maps == 4
   probe = study.cell_config('body_only', 0.5, 0, quick=False)
   assert probe.data.parts.probe == 'body_only' and probe.model.head == 'wildcat'
+
+
+def test_inference_only_methods_share_their_base_training():
+  for method, base in study.TRAINED_AS.items():
+    mine, theirs = study.cell_config(method, 0.5, 1, quick=True), study.cell_config(base, 0.5, 1,
+                                                                                     quick=True)
+    assert mine.eval.map_expansion == 'erase' and theirs.eval.map_expansion == 'none'
+    mine.eval.map_expansion = 'none'
+    assert mine.to_dict() == theirs.to_dict(), method  # Only inference differs.
+  for method in study.METHODS:  # Every method's config passes the config check.
+    study.config_checks_validate(study.cell_config(method, 0.5, 0, quick=True))

@@ -165,6 +165,22 @@ class TestTrainStep:
     np.testing.assert_allclose(metrics['diversity_loss'], -1.0, rtol=1e-6)
     np.testing.assert_allclose(metrics['loss'], metrics['bce_loss'] - 0.25, rtol=1e-6)
 
+  def test_area_term_is_added(self):
+    model = PooledNet()
+    config = step_config(area_weight=0.5)
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    batch = random_batch(0)
+    state = new_state(model, tx)
+    logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                            batch['image'], train=True, mutable=['batch_stats'])[0]
+    _, metrics = step(state, batch)
+    # PooledNet's class map is its logit on one cell: the area is sigmoid(logit) of positives.
+    s, y = 1 / (1 + np.exp(-np.asarray(logits, np.float64))), batch['label']
+    np.testing.assert_allclose(metrics['area_loss'], (s * y).sum() / y.sum(), rtol=1e-5)
+    np.testing.assert_allclose(metrics['loss'], metrics['bce_loss'] + 0.5 * metrics['area_loss'],
+                               rtol=1e-6)
+
   def test_eval_step_returns_logits_and_class_maps(self):
     model = PooledNet()
     tx, _ = train.create_optimizer(step_config(), total_steps=10)

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from excam_jax import checkpoints
+from excam_jax import config_checks
 from excam_jax import files
 from excam_jax import visualize
 from excam_jax import xla_setup
@@ -22,17 +23,26 @@ from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import parts
 from excam_jax.evaluation import report
+from excam_jax.models import expansion as expansionlib
 from excam_jax.models import network
 
 
-def make_predict_fn(model, variables):
-  """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`."""
+def make_predict_fn(model, variables, expansion=None):
+  """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`.
+
+  `expansion`: None, or (steps, threshold) of test-time erasing (models/expansion.py), the
+  form `expansion.from_config(config.eval)` gives.
+  """
   xla_setup.enable_compilation_cache()
 
   @jax.jit
   def forward(variables, images):
-    logits, aux = model.apply(variables, images, train=False)
-    return logits.astype('float32'), aux['class_maps'].astype('float32')
+    def apply(x):
+      logits, aux = model.apply(variables, x, train=False)
+      return logits.astype('float32'), aux['class_maps'].astype('float32')
+    if expansion is None:
+      return apply(images)
+    return expansionlib.expand_by_erasing(apply, images, *expansion)
 
   def predict_fn(images):
     logits, class_maps = forward(variables, np.asarray(images, np.float32))
@@ -109,8 +119,18 @@ def _output_dir(workdir, step, split, config, output):
   return out_dir
 
 
+def map_expansion_fields(config, overrides):
+  """config.eval's expansion fields with `overrides` (a dict; None values ignored) on top."""
+  fields = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5}
+  fields.update({k: v for k, v in (config.get('eval') or {}).items() if k in fields})
+  fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
+  config_checks.validate_map_expansion(fields['map_expansion'], fields['map_expansion_steps'],
+                                       fields['map_expansion_threshold'])
+  return fields
+
+
 def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0,
-                        output=None, protocol=None):
+                        output=None, protocol=None, expansion=None):
   """Restores a run's checkpoint and config, evaluates a split in one pass, writes the report.
 
   Every argument is checked, and the output folder made and probed, before the model runs.
@@ -124,6 +144,8 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     workers: processes for the MaxBoxAcc sweep.
     output: output folder (default <workdir>/eval/<step>[/<split>]).
     protocol: overrides of config.eval's protocol fields (a dict; None values are ignored).
+    expansion: overrides of config.eval's fields 'map_expansion', 'map_expansion_steps' and
+      'map_expansion_threshold' (a dict, None values ignored): test-time erasing of the maps.
 
   Returns:
     The output directory, holding metrics.json, tables.md and the figures.
@@ -135,7 +157,9 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   other = (report.load_compare(compare, info.num_classes, report.bar_metric(config.data.dataset))
            if compare else None)
   out_dir = _output_dir(workdir, step, split, config, output)
-  predict_fn = make_predict_fn(network.create_model(config.model, info.num_classes), variables)
+  expand = map_expansion_fields(config, expansion)
+  predict_fn = make_predict_fn(network.create_model(config.model, info.num_classes), variables,
+                               expansionlib.from_config(expand))
   pool = evaluator.sweep_pool(workers)
   failed = True
   try:
@@ -156,8 +180,13 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     evaluator.close_pool(pool, failed)
   if measures:
     result.update(measures.compute())
-  result.update(dataset=config.data.dataset, split=split, step=int(step),
-                protocol=scoring.describe(), metrics=report.METRICS)
+  described = scoring.describe()
+  described['map_expansion'] = (
+      'none (the plain class maps)' if expand['map_expansion'] == 'none' else
+      f"test-time erasing: {expand['map_expansion_steps']} passes, erase where a pass's normalised "
+      f"map of a predicted class is >= {expand['map_expansion_threshold']}, cellwise max of the maps")
+  result.update(dataset=config.data.dataset, split=split, step=int(step), protocol=described,
+                metrics=report.METRICS)
   files.write_text(os.path.join(out_dir, 'metrics.json'),
                    json.dumps(report.jsonable(result), indent=2))
   files.write_text(os.path.join(out_dir, 'tables.md'),

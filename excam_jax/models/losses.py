@@ -1,5 +1,7 @@
-"""Loss terms of training: the multi-label classification loss and the map diversity term."""
+"""Loss terms of training: the multi-label classification loss, the map diversity term and the
+map-area penalty."""
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -43,3 +45,24 @@ def diversity_loss(maps, kind):
     upper = jnp.triu(jnp.ones((m, m)), k=1)
     return ((cos * upper).sum(axis=(2, 3)) / max(pairs, 1)).mean()
   raise ValueError(f'diversity_loss must be one of {DIVERSITY_LOSSES[1:]}, got {kind!r}.')
+
+
+def area_loss(class_maps, labels, mask=None):
+  """The map-area penalty: the mean of sigmoid(z_c) over the cells of each positive class's map.
+
+  mean over the (image, class) pairs with labels 1 (and mask 1) of mean_{cells} sigmoid(z_c),
+  i.e. the soft fraction of the map that says "class c here". Added with a weight to the loss,
+  it leaves the top-k cells that carry the class score and pulls the rest of the positive
+  classes' maps below zero (negative classes' maps are pushed down by the BCE already).
+  It plays the role of the background-activation suppression of BAS (Zhu et al., CVPR 2022)
+  without BAS's background branch.
+
+  Args:
+    class_maps: (B, h, w, C).
+    labels: (B, C) 0/1.
+    mask: (B,) 1 for real examples (None: all).
+  """
+  area = jnp.mean(jax.nn.sigmoid(class_maps.astype(jnp.float32)), axis=(1, 2))  # (B, C)
+  weight = labels if mask is None else labels * mask[:, None]
+  return (area * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
