@@ -63,6 +63,7 @@ def get_config():
 
   # WILDCAT's schedule; the thesis states none.
   config.optim = ml_collections.ConfigDict()
+  config.optim.optimizer = 'sgd'  # 'sgd' (PyTorch-style, WILDCAT's) | 'adamw' (b1 = momentum)
   config.optim.momentum = 0.9
   config.optim.weight_decay = 1e-4
   config.optim.head_learning_rate = 0.01

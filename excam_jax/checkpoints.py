@@ -38,7 +38,13 @@ _COMPUTE_ONLY = ('model.dtype', 'model.remat', 'model.conv_impl', 'model.pretrai
 # Fields that define the learning-rate schedule and the run's length: a resume with other values
 # trains a different run than the one checkpointed, so it needs the caller's explicit consent.
 SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_learning_rate',
-                   'optim.schedule', 'optim.warmup_steps', 'optim.momentum', 'optim.weight_decay')
+                   'optim.schedule', 'optim.warmup_steps', 'optim.momentum', 'optim.weight_decay',
+                   'optim.optimizer')
+# Fields added after checkpoints were first written, with the value that older checkpoints
+# behaved as: a saved config without the field counts as holding that value.
+ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
+                  'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
+                  'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0}
 DAMAGED_DIR = 'damaged_checkpoints'
 _LOG = logging.getLogger(__name__)
 
@@ -97,6 +103,9 @@ def incompatible_fields(saved, config, fields=COMPATIBILITY_FIELDS):
   """The `fields` (dotted names or prefixes) whose values differ between two configs (as
   dicts), with both values."""
   old, new = _flatten(saved), _flatten(config)
+  for name, value in ADDED_DEFAULTS.items():
+    for tree in (old, new):
+      tree.setdefault(name, value)
   differ = []
   for name in sorted(set(old) | set(new)):
     chosen = any(name == f or name.startswith(f + '.') for f in fields)

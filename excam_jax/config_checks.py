@@ -25,6 +25,7 @@ CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul')
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
+OPTIMIZERS = ('sgd', 'adamw')
 MAXBOXACC = ('exact', 'wsolevaluation')
 EXPANSIONS = ('none', 'erase')  # Test-time map expansion (models/expansion.py).
 
@@ -135,6 +136,8 @@ def validate_training(config):
                 'a finite float >= 0')
   area = o.get('area_weight', 0.0)
   check_field(_is_real(area) and area >= 0, 'optim.area_weight', area, 'a finite float >= 0')
+  optimizer = o.get('optimizer', 'sgd')
+  check_field(optimizer in OPTIMIZERS, 'optim.optimizer', optimizer, f'one of {OPTIMIZERS}')
   check_field(_is_real(o.momentum) and 0 <= o.momentum < 1, 'optim.momentum', o.momentum,
               'a float in [0, 1)')
   check_field(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {SCHEDULES}')

@@ -92,7 +92,9 @@ def param_groups(params):
 
 
 def create_optimizer(optim, total_steps):
-  """PyTorch-style SGD: decayed weights added to the gradient, then momentum, per-group lr.
+  """optim.optimizer 'sgd' (the default): PyTorch-style SGD, decayed weights added to the
+  gradient, then momentum; 'adamw': AdamW with decoupled weight decay (b1 = optim.momentum).
+  Both with per-group (trunk, head) learning rates.
 
   Returns:
     (optax transformation, {'trunk': schedule, 'head': schedule}).
@@ -100,6 +102,10 @@ def create_optimizer(optim, total_steps):
   schedules = {group: learning_rate_schedule(optim, optim[f'{group}_learning_rate'],
                                              total_steps)
                for group in ('trunk', 'head')}
+  if optim.get('optimizer', 'sgd') == 'adamw':
+    return optax.multi_transform(
+        {group: optax.adamw(schedule, b1=optim.momentum, weight_decay=optim.weight_decay)
+         for group, schedule in schedules.items()}, param_groups), schedules
   tx = optax.chain(
       optax.add_decayed_weights(optim.weight_decay),
       optax.multi_transform({group: optax.sgd(schedule, momentum=optim.momentum)

@@ -99,6 +99,21 @@ class TestCheckpoints:
       ckpt.check_compatible(reshuffled)
     ckpt.close()
 
+  def test_fields_added_later_default_for_older_checkpoints(self):
+    saved = checkpoints.config_to_dict(tiny.get_config())
+    for section, name in (('model', 'acol_head'), ('model', 'acol_threshold'),
+                          ('optim', 'optimizer'), ('optim', 'area_weight')):
+      del saved[section][name]
+    del saved['data']['parts']['body_cue']
+    fields = checkpoints.COMPATIBILITY_FIELDS + checkpoints.SCHEDULE_FIELDS
+    assert checkpoints.incompatible_fields(saved, checkpoints.config_to_dict(tiny.get_config()),
+                                           fields) == []
+    changed = tiny.get_config()
+    changed.model.acol_head, changed.optim.optimizer = 'excam', 'adamw'
+    assert checkpoints.incompatible_fields(saved, checkpoints.config_to_dict(changed), fields) == [
+        "model.acol_head ('wildcat' in the checkpoint, 'excam' now)",
+        "optim.optimizer ('sgd' in the checkpoint, 'adamw' now)"]
+
   def test_only_damage_sets_a_checkpoint_aside(self, tmp_path):
     """A refusal for another reason passes through, whatever the workdir's name says."""
     workdir = tmp_path / 'unreadable or truncated'

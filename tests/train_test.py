@@ -98,6 +98,16 @@ class TestOptimizer:
     np.testing.assert_allclose(params['trunk']['w'], p['trunk'], rtol=1e-6)
     np.testing.assert_allclose(params['head']['b'], p['head'], rtol=1e-6)
 
+  def test_adamw_first_update_by_hand(self):
+    # Step 1 of Adam: m_hat = g, v_hat = g^2, so the update is -lr (sign(g) + wd * p) per group.
+    config = step_config(optimizer='adamw', momentum=0.9)
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    params = {'trunk': {'w': jnp.array([1.0, -2.0])}, 'head': {'b': jnp.array([0.5])}}
+    grads = {'trunk': {'w': jnp.array([0.1, -0.3])}, 'head': {'b': jnp.array([2.0])}}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_allclose(updates['trunk']['w'], [-0.1 * 1.01, 0.1 * 1.02], rtol=2e-5)
+    np.testing.assert_allclose(updates['head']['b'], [-0.5 * 1.005], rtol=2e-5)
+
   def test_param_groups(self):
     groups = train.param_groups({'trunk': {'a': {'k': 0}}, 'head': {'b': 0, 'c': {'d': 0}}})
     assert groups == {'trunk': {'a': {'k': 'trunk'}}, 'head': {'b': 'head', 'c': {'d': 'head'}}}
