@@ -28,23 +28,25 @@ def get_config():
   config.data.dataset = 'parts'
   config.data.train_split = 'train'
   config.data.eval_split = 'validation'
-  config.data.image_size = 96
-  config.data.parts.update({'preset': 'main', 'num_classes': 6, 'image_size': 96, 'num_train': 4000,
-                       'num_eval': 400})
+  config.data.image_size = 128
+  config.data.parts.update({'preset': 'main', 'num_classes': 6, 'image_size': 128, 'num_train': 4000,
+                       'num_eval': 400, 'body_cue': 1.0})
 
   config.model.depth = 18
   config.model.width = 8
   config.model.output_stride = 8
   config.model.num_maps = 2  # The best M in experiments/results/synthetic_num_maps.md.
   config.model.self_drop = False
+  config.model.alpha = 0.0  # k-max pooling: no bottom-k term lifting the background (see above).
+  config.model.kmax = 0.3
 
   config.train.batch_size = 32
   config.eval.batch_size = 64
-  config.train.num_epochs = 12
+  config.train.num_epochs = 4
   config.optim.head_learning_rate = 0.05
   config.optim.trunk_learning_rate = 0.05
   config.optim.schedule = 'cosine'
-  config.optim.warmup_steps = 100
+  config.optim.warmup_steps = 50
   config.train.log_every_steps = 25
   config.train.eval_every_steps = 500
   config.train.checkpoint_every_steps = 500

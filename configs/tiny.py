@@ -11,7 +11,8 @@ def get_config():
   """Returns the tiny test configuration."""
   config = synthetic.get_config()
   config.data.image_size = 64
-  config.data.parts.update({'num_classes': 3, 'num_train': 32, 'num_eval': 12})
+  config.data.parts.update({'num_classes': 3, 'num_train': 32, 'num_eval': 12, 'image_size': 96,
+                           'body_cue': 0.0})
   config.model.width = 8
   config.model.num_maps = 2
   config.train.batch_size = 8
