@@ -1,0 +1,73 @@
+r"""CAM overlays of several trained runs on the same validation images (parts data set).
+
+  python experiments/compare_maps.py --out=maps.png --images=0,1,2,3,4,5 \
+      --runs=WILDCAT=runs/study/runs/wildcat_cue0.5_seed0,ex-CAM=runs/study/runs/excam_cue0.5_seed0,erase=runs/study/runs/wildcat_cue0.5_seed0@erase
+
+One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing): the
+first ground-truth class's sigmoid(z) as a heat map (blue 0, red 1), the ground-truth box in
+red and the CorLoc box (largest z > 0 component) in green. The runs must share the data set.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
+from excam_jax import visualize  # pylint: disable=wrong-import-position
+from excam_jax.data import image_ops  # pylint: disable=wrong-import-position
+from excam_jax.data import synthetic  # pylint: disable=wrong-import-position
+from excam_jax.evaluation import boxes as boxlib  # pylint: disable=wrong-import-position
+from excam_jax.evaluation import runner  # pylint: disable=wrong-import-position
+from excam_jax.models import expansion  # pylint: disable=wrong-import-position
+from excam_jax.models import network  # pylint: disable=wrong-import-position
+
+
+def class_maps(workdir, erase, images):
+  """(config, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1]."""
+  config, variables, _ = checkpoints.restore(workdir)
+  fields = runner.map_expansion_fields(config, {'map_expansion': 'erase'} if erase else None)
+  model = network.create_model(config.model, config.data.parts.num_classes)
+  predict = runner.make_predict_fn(model, variables, expansion.from_config(fields))
+  size = config.data.image_size
+  _, maps = predict(image_ops.normalize(image_ops.resize_bilinear(images, size, size)))
+  return config, maps
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--runs', required=True, help='NAME=WORKDIR[@erase],...')
+  parser.add_argument('--images', default='0,1,2,3,4,5', help='validation indices')
+  parser.add_argument('--out', required=True)
+  args = parser.parse_args()
+  runs = [item.split('=', 1) for item in args.runs.split(',') if item]
+  indices = [int(i) for i in args.images.split(',') if i.strip()]
+  first = checkpoints.restore(runs[0][1].split('@')[0])[0].data.parts
+  examples = [synthetic.render(first.seed, 'validation', i, **synthetic.options(first))
+              for i in indices]
+  images = np.stack([e['image'] for e in examples]).astype(np.float32) / np.float32(255.0)
+  columns = []
+  for name, spec in runs:
+    workdir, _, mode = spec.partition('@')
+    columns.append((name, class_maps(workdir, mode == 'erase', images)[1]))
+  panels, titles = [], []
+  names = synthetic.class_names(first.num_classes)
+  for row, ex in enumerate(examples):
+    size = ex['image'].shape[0]
+    c = int(ex['labels'][0])
+    truth = boxlib.normalized_to_pixels(ex['boxes'][ex['labels'] == c], size, size)
+    for name, maps in columns:
+      z = boxlib.upsample(maps[row][..., c][None], size, size)[0]
+      panel = visualize.overlay_cam(images[row], 1 / (1 + np.exp(-z)))
+      found = boxlib.map_to_boxes(maps[row][..., c], size, size)
+      panels.append(visualize.overlay_boxes(panel, truth, found[:1]))
+      titles.append(f'{name}: {names[c]}')
+  visualize.save_panels(args.out, panels, titles, columns=len(columns))
+  print(f'wrote {args.out}')
+
+
+if __name__ == '__main__':
+  main()
