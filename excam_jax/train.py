@@ -163,8 +163,8 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
 
   Returns:
     (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss',
-    'area_loss'), the
-    gradients' and the updated parameters' global norms 'grad_norm' and 'param_norm'.
+    'area_loss'), the gradients' and the updated parameters' global norms 'grad_norm' and
+    'param_norm'.
   """
   rng = jax.random.fold_in(state.rng, state.step)
 
@@ -194,16 +194,13 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
     metrics['loss'] = loss
     return loss, (updates.get('batch_stats', state.batch_stats), metrics)
 
-  if stage is None:
-    grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-  else:
-    grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.params[stage])
-    updates, stage_opt = tx.transforms[stage].update(grads, state.opt_state[stage],
-                                                     state.params[stage])
-    params = {**state.params, stage: optax.apply_updates(state.params[stage], updates)}
-    opt_state = {**state.opt_state, stage: stage_opt}
+  own = (lambda tree: tree) if stage is None else (lambda tree: tree[stage])  # What trains.
+  stage_tx = tx if stage is None else tx.transforms[stage]
+  grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(own(state.params))
+  updates, stage_opt = stage_tx.update(grads, own(state.opt_state), own(state.params))
+  trained = optax.apply_updates(own(state.params), updates)
+  params = trained if stage is None else {**state.params, stage: trained}
+  opt_state = stage_opt if stage is None else {**state.opt_state, stage: stage_opt}
   # Checked on the host before any checkpoint: a NaN state must never be saved as good.
   metrics['grad_norm'] = optax.global_norm(grads)
   metrics['param_norm'] = optax.global_norm(params)
