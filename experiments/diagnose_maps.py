@@ -19,12 +19,10 @@ from scipy import ndimage
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
-from excam_jax.data import image_ops  # pylint: disable=wrong-import-position
 from excam_jax.data import synthetic  # pylint: disable=wrong-import-position
 from excam_jax.evaluation import boxes as boxlib  # pylint: disable=wrong-import-position
 from excam_jax.evaluation import metrics  # pylint: disable=wrong-import-position
-from excam_jax.evaluation import runner  # pylint: disable=wrong-import-position
-from excam_jax.models import network  # pylint: disable=wrong-import-position
+from experiments import compare_maps  # pylint: disable=wrong-import-position
 
 
 def main():
@@ -32,14 +30,11 @@ def main():
   parser.add_argument('--workdir', required=True)
   parser.add_argument('--images', type=int, default=150)
   args = parser.parse_args()
-  config, variables, _ = checkpoints.restore(args.workdir)
-  p = config.data.parts
-  predict = runner.make_predict_fn(network.create_model(config.model, p.num_classes), variables)
+  p = checkpoints.restore(args.workdir)[0].data.parts
   examples = [synthetic.render(p.seed, 'validation', i, **synthetic.options(p))
               for i in range(args.images)]
   images = np.stack([e['image'] for e in examples]).astype(np.float32) / np.float32(255.0)
-  images = image_ops.resize_bilinear(images, config.data.image_size, config.data.image_size)
-  _, maps = predict(image_ops.normalize(images))
+  _, maps = compare_maps.class_maps(args.workdir, False, images)
   z = {k: [] for k in ('part', 'body', 'near', 'far', 'absent_on_objects', 'absent_background')}
   kinds = dict.fromkeys(('hit', 'too_large', 'too_small', 'misplaced', 'no_box'), 0)
   for ex, class_maps in zip(examples, maps):
