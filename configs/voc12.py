@@ -98,10 +98,12 @@ def get_config():
   config.eval.sweep_grid = placeholder(int)  # 'exact' MaxBoxAcc sweep: None = original size.
   config.eval.sweep_step = 0.01  # 'exact' MaxBoxAcc: spacing of the relative thresholds.
   config.eval.pointwise_tolerance = 18  # Pixels (Oquab et al. 2015).
-  # Test-time erasing (models/expansion.py) in evaluate and localize: 'none' | 'erase'.
+  # Map transform (models/expansion.py) in evaluate and localize: 'none' | 'relative' (boxes
+  # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time erasing).
   config.eval.map_expansion = 'none'
   config.eval.map_expansion_steps = 2  # Erasing passes after the first.
-  config.eval.map_expansion_threshold = 0.5  # Erase where a pass's normalised map is >= this.
+  # 'erase': erase where a pass's normalised map is >= this; 'relative': the boxes' level.
+  config.eval.map_expansion_threshold = 0.5
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

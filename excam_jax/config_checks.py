@@ -27,7 +27,7 @@ DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
 OPTIMIZERS = ('sgd', 'adamw')
 MAXBOXACC = ('exact', 'wsolevaluation')
-EXPANSIONS = ('none', 'erase')  # Test-time map expansion (models/expansion.py).
+EXPANSIONS = ('none', 'relative', 'erase')  # Test-time map transforms (models/expansion.py).
 
 
 def _is_int(value):

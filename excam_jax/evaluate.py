@@ -42,11 +42,14 @@ _SWEEP_GRID = flags.DEFINE_integer('sweep_grid', None,
 _SWEEP_STEP = flags.DEFINE_float('sweep_step', None, "'exact' MaxBoxAcc threshold step.")
 _THRESHOLD = flags.DEFINE_float('threshold', None, 'Box threshold on z (0 is sigma(z) > 0.5).')
 _TOLERANCE = flags.DEFINE_integer('pointwise_tolerance', None, 'Pointwise AP tolerance (px).')
-_MAP_EXPANSION = flags.DEFINE_enum('map_expansion', None, ['none', 'erase'],
-                               "Test-time map expansion; the config's eval.map_expansion if unset.")
+_MAP_EXPANSION = flags.DEFINE_enum('map_expansion', None, ['none', 'relative', 'erase'],
+                               "Test-time map transform ('relative' box rule or erasing); the "
+                               "config's eval.map_expansion if unset.")
 _MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None, 'Erasing passes (>= 1).')
-_MAP_EXPANSION_THRESHOLD = flags.DEFINE_float('map_expansion_threshold', None,
-                                          'Erase where a normalised map is >= this, in (0, 1).')
+_MAP_EXPANSION_THRESHOLD = flags.DEFINE_float(
+    'map_expansion_threshold', None,
+    "In (0, 1): erase where a normalised map is >= this ('erase'); boxes keep the cells above "
+    "this fraction of a map's range ('relative').")
 
 
 def check_flags():

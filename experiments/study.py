@@ -42,6 +42,8 @@ METHODS = {
     'acol': {'model.head': 'acol'},
     'acol_excam': {'model.head': 'acol', 'model.acol_head': 'excam', 'model.self_drop': False},
     'wildcat_erase': {'model.head': 'wildcat', 'eval.map_expansion': 'erase'},
+    # WILDCAT's maps boxed by ACoL's relative rule (above half of each map's range).
+    'wildcat_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'relative'},
     'excam_erase': {'model.head': 'excam', 'model.self_drop': False,
                     'eval.map_expansion': 'erase'},
     'body_only': {'model.head': 'wildcat', 'data.parts.probe': 'body_only'},
@@ -49,7 +51,7 @@ METHODS = {
 }
 BASELINE = 'wildcat'
 # Methods that differ from another only at inference: they evaluate that method's training.
-TRAINED_AS = {'wildcat_erase': 'wildcat', 'excam_erase': 'excam'}
+TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'excam_erase': 'excam'}
 TIMING_FILE = 'train_seconds.json'  # In a cell's run folder: the training's wall time.
 # Overrides of every cell of the full study, and of --quick.
 CELL = {'data.parts.num_train': 2000, 'data.parts.num_eval': 300, 'train.num_epochs': 8,

@@ -1,5 +1,8 @@
-"""Test-time erasing (models/expansion.py): the passes by hand on a stand-in model, the config
-fields and their checks, and the evaluate command's flags."""
+"""Map transforms (models/expansion.py): test-time erasing's passes and the relative box rule by
+hand on a stand-in model, the config fields and their checks, and an evaluation with each."""
+
+import json
+import os
 
 import jax.numpy as jnp
 import ml_collections
@@ -59,14 +62,44 @@ class TestExpandByErasing:
     np.testing.assert_array_equal(np.asarray(maps)[0, :, :, 0], image[0, :, :, 0])
 
 
+class TestRelative:
+
+  def test_by_hand(self):
+    image = np.zeros((1, 2, 2, 3), np.float32)
+    image[0, :, :, 0] = [[0.0, 2.0], [4.0, 8.0]]  # Range 8: normalised 0, 1/4, 1/2, 1.
+    image[0, :, :, 1] = [[-3.0, -1.0], [-1.0, -1.0]]  # Range 2: 0, 1, 1, 1.
+    logits, maps = expansion.relative_maps(channel_model((1.0, -1.0)), image, 0.4)
+    np.testing.assert_allclose(np.asarray(maps)[0, :, :, 0], [[-0.4, -0.15], [0.1, 0.6]], atol=1e-7)
+    np.testing.assert_allclose(np.asarray(maps)[0, :, :, 1], [[-0.4, 0.6], [0.6, 0.6]], atol=1e-7)
+    np.testing.assert_array_equal(np.asarray(logits), [[1.0, -1.0]])  # Scores unchanged.
+
+  def test_constant_map_has_no_cell_above_the_level(self):
+    image = np.full((1, 3, 3, 3), 5.0, np.float32)
+    _, maps = expansion.relative_maps(channel_model((1.0,)), image, 0.5)
+    assert np.all(np.asarray(maps) == -0.5)
+
+
 class TestFields:
 
   def test_from_config(self):
     assert expansion.from_config(None) is None
     assert expansion.from_config(ml_collections.ConfigDict({'map_expansion': 'none'})) is None
-    got = expansion.from_config(ml_collections.ConfigDict(
+    images = TestExpandByErasing.IMAGES
+    model = channel_model((1.0, -1.0))
+    erase = expansion.from_config(ml_collections.ConfigDict(
         {'map_expansion': 'erase', 'map_expansion_steps': 3, 'map_expansion_threshold': 0.4}))
-    assert got == (3, 0.4)
+    np.testing.assert_array_equal(np.asarray(erase(model, images)[1]),
+                                  np.asarray(expansion.expand_by_erasing(model, images, 3, 0.4)[1]))
+    relative = expansion.from_config(ml_collections.ConfigDict(
+        {'map_expansion': 'relative', 'map_expansion_threshold': 0.3}))
+    np.testing.assert_allclose(np.asarray(relative(model, images)[1]),
+                               _norm(images[..., :2].astype(np.float64)) - 0.3, atol=1e-6)
+
+  def test_describe_names_the_rule(self):
+    fields = {'map_expansion': 'relative', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5}
+    assert 'above 0.5 of its range' in expansion.describe(fields)
+    assert '3 passes' in expansion.describe(dict(fields, map_expansion='erase', map_expansion_steps=3))
+    assert expansion.describe(dict(fields, map_expansion='none')).startswith('none')
 
   def test_overrides_on_top_of_the_config(self):
     config = tiny.get_config()
@@ -86,3 +119,22 @@ class TestFields:
       config_checks.validate(config)
     with pytest.raises(ConfigError, match=f'config.eval.{field}='):
       runner.map_expansion_fields(tiny.get_config(), {field: value})
+
+
+def test_evaluate_with_each_transform(tmp_path, write_tiny_checkpoint):
+  """One checkpoint scored three ways: the relative rule moves only the box metrics (it is
+  monotone in each map), erasing moves the maps; the protocol names each."""
+  write_tiny_checkpoint(tmp_path, 3)
+  got = {}
+  for kind in ('none', 'relative', 'erase'):
+    out = runner.evaluate_checkpoint(str(tmp_path), figures=0, workers=0,
+                                     output=str(tmp_path / kind), expansion={'map_expansion': kind})
+    with open(os.path.join(out, 'metrics.json'), encoding='utf-8') as f:
+      got[kind] = json.load(f)
+  plain, relative = got['none'], got['relative']
+  assert 'range' in relative['protocol']['map_expansion']
+  assert 'erasing' in got['erase']['protocol']['map_expansion']
+  for key in ('classification_map', 'pointwise_ap', 'maxboxacc', 'maxboxaccv2'):
+    assert relative[key] == pytest.approx(plain[key], abs=1e-9), key
+  # Random weights: z > 0 and "above half the range" keep different cells.
+  assert relative['parts_body_coverage'] != pytest.approx(plain['parts_body_coverage'], abs=1e-6)

@@ -30,8 +30,8 @@ from excam_jax.models import network
 def make_predict_fn(model, variables, expansion=None):
   """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`.
 
-  `expansion`: None, or (steps, threshold) of test-time erasing (models/expansion.py), the
-  form `expansion.from_config(config.eval)` gives.
+  `expansion`: None, or a transform (apply_fn, images) -> (logits, class_maps) of the maps
+  (models/expansion.py), as `expansion.from_config(config.eval)` gives.
   """
   xla_setup.enable_compilation_cache()
 
@@ -42,7 +42,7 @@ def make_predict_fn(model, variables, expansion=None):
       return logits.astype('float32'), aux['class_maps'].astype('float32')
     if expansion is None:
       return apply(images)
-    return expansionlib.expand_by_erasing(apply, images, *expansion)
+    return expansion(apply, images)
 
   def predict_fn(images):
     logits, class_maps = forward(variables, np.asarray(images, np.float32))
@@ -145,7 +145,8 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     output: output folder (default <workdir>/eval/<step>[/<split>]).
     protocol: overrides of config.eval's protocol fields (a dict; None values are ignored).
     expansion: overrides of config.eval's fields 'map_expansion', 'map_expansion_steps' and
-      'map_expansion_threshold' (a dict, None values ignored): test-time erasing of the maps.
+      'map_expansion_threshold' (a dict, None values ignored): the maps' transform
+      (models/expansion.py: 'relative' box rule or test-time erasing).
 
   Returns:
     The output directory, holding metrics.json, tables.md and the figures.
@@ -181,10 +182,7 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   if measures:
     result.update(measures.compute())
   described = scoring.describe()
-  described['map_expansion'] = (
-      'none (the plain class maps)' if expand['map_expansion'] == 'none' else
-      f"test-time erasing: {expand['map_expansion_steps']} passes, erase where a pass's normalised "
-      f"map of a predicted class is >= {expand['map_expansion_threshold']}, cellwise max of the maps")
+  described['map_expansion'] = expansionlib.describe(expand)
   result.update(dataset=config.data.dataset, split=split, step=int(step), protocol=described,
                 metrics=report.METRICS)
   files.write_text(os.path.join(out_dir, 'metrics.json'),

@@ -1,6 +1,15 @@
-"""Inference-time map expansion on any trained checkpoint: iterative test-time erasing.
+"""Inference-time transforms of the class maps of any trained checkpoint.
 
-`config.eval.map_expansion = 'erase'` replaces a model's class maps by
+`config.eval.map_expansion` is one of
+
+- 'none': the model's maps z as they are; boxes keep z > 0 (sigma(z) > 0.5).
+- 'relative': z' = (z - min z) / (max z - min z) - level per (image, class) map, level =
+  `config.eval.map_expansion_threshold`; boxes at z' > 0 keep the cells above that fraction of
+  the map's range: the relative rule of ACoL's fused maps (models/acol.py) and of a single tau of
+  the MaxBoxAcc sweep, so WILDCAT and ACoL can be scored by the same box rule. Monotone in each
+  map: pointwise AP and MaxBoxAcc (which sweeps its own relative thresholds) do not change; the
+  scores, and so classification and the detections' ranking, stay the model's.
+- 'erase': iterative test-time erasing, which replaces a model's class maps by
 
   z^0 = the maps of the image;
   for t = 1..T (`config.eval.map_expansion_steps`): the image is erased (set to 0, the mean colour)
@@ -15,6 +24,8 @@ it applies to every head. The maximum keeps each region's own evidence on the sc
 boxes at z > 0 stay comparable with the plain maps'. Evaluations during training score the
 plain maps; `evaluate` and `localize` apply the expansion.
 """
+
+import functools
 
 import jax.numpy as jnp
 
@@ -44,9 +55,34 @@ def expand_by_erasing(apply_fn, images, steps, threshold):
   return logits, best
 
 
+def relative_maps(apply_fn, images, level):
+  """(logits, min-max normalised class maps - level): boxes at > 0 keep cells above `level`."""
+  logits, maps = apply_fn(images)
+  return logits, acol.normalise_maps(maps) - level
+
+
 def from_config(eval_config):
-  """(steps, threshold) of config.eval's expansion, or None for 'none' (or an older config)."""
-  if eval_config is None or eval_config.get('map_expansion', 'none') == 'none':
+  """config.eval's transform as (apply_fn, images) -> (logits, maps), or None for 'none'.
+
+  An older config without the fields counts as 'none'.
+  """
+  kind = 'none' if eval_config is None else eval_config.get('map_expansion', 'none')
+  if kind == 'none':
     return None
-  return int(eval_config.get('map_expansion_steps', 2)), float(eval_config.get('map_expansion_threshold',
-                                                                            0.5))
+  threshold = float(eval_config.get('map_expansion_threshold', 0.5))
+  if kind == 'relative':
+    return functools.partial(relative_maps, level=threshold)
+  return functools.partial(expand_by_erasing, steps=int(eval_config.get('map_expansion_steps', 2)),
+                           threshold=threshold)
+
+
+def describe(fields):
+  """One line for the report's protocol: what `fields` (map_expansion_fields) do to the maps."""
+  kind, threshold = fields['map_expansion'], fields['map_expansion_threshold']
+  if kind == 'none':
+    return 'none (the plain class maps)'
+  if kind == 'relative':
+    return (f'relative: each class map min-max normalised minus {threshold}, so boxes keep the '
+            f'cells above {threshold} of its range')
+  return (f"test-time erasing: {fields['map_expansion_steps']} passes, erase where a pass's "
+          f"normalised map of a predicted class is >= {threshold}, cellwise max of the maps")
