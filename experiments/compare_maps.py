@@ -3,7 +3,8 @@ r"""CAM overlays of several trained runs on the same validation images (parts da
   python experiments/compare_maps.py --out=maps.png --images=0,1,2,3,4,5 \
       --runs=WILDCAT=runs/study/runs/wildcat_cue0.5_seed0,ex-CAM=runs/study/runs/excam_cue0.5_seed0,erase=runs/study/runs/wildcat_cue0.5_seed0@erase
 
-One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing): the
+One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing or
+@relative for the relative box rule, config.eval.map_expansion of models/expansion.py): the
 first ground-truth class's sigmoid(z) as a heat map (blue 0, red 1), the ground-truth box in
 red and the CorLoc box (largest z > 0 component) in green. The runs must share the data set.
 """
@@ -26,10 +27,13 @@ from excam_jax.models import expansion  # pylint: disable=wrong-import-position
 from excam_jax.models import network  # pylint: disable=wrong-import-position
 
 
-def class_maps(workdir, erase, images):
-  """(config, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1]."""
+def class_maps(workdir, transform, images):
+  """(config, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1].
+
+  `transform`: a config.eval.map_expansion kind ('erase', 'relative'), or None (the config's).
+  """
   config, variables, _ = checkpoints.restore(workdir)
-  fields = runner.map_expansion_fields(config, {'map_expansion': 'erase'} if erase else None)
+  fields = runner.map_expansion_fields(config, {'map_expansion': transform or None})
   model = network.create_model(config.model, config.data.parts.num_classes)
   predict = runner.make_predict_fn(model, variables, expansion.from_config(fields))
   size = config.data.image_size
@@ -39,7 +43,7 @@ def class_maps(workdir, erase, images):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--runs', required=True, help='NAME=WORKDIR[@erase],...')
+  parser.add_argument('--runs', required=True, help='NAME=WORKDIR[@erase|@relative],...')
   parser.add_argument('--images', default='0,1,2,3,4,5', help='validation indices')
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
@@ -52,7 +56,7 @@ def main():
   columns = []
   for name, spec in runs:
     workdir, _, mode = spec.partition('@')
-    columns.append((name, class_maps(workdir, mode == 'erase', images)[1]))
+    columns.append((name, class_maps(workdir, mode or None, images)[1]))
   panels, titles = [], []
   names = synthetic.class_names(first.num_classes)
   for row, ex in enumerate(examples):

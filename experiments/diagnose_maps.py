@@ -34,7 +34,7 @@ def main():
   examples = [synthetic.render(p.seed, 'validation', i, **synthetic.options(p))
               for i in range(args.images)]
   images = np.stack([e['image'] for e in examples]).astype(np.float32) / np.float32(255.0)
-  _, maps = compare_maps.class_maps(args.workdir, False, images)
+  _, maps = compare_maps.class_maps(args.workdir, None, images)
   z = {k: [] for k in ('part', 'body', 'near', 'far', 'absent_on_objects', 'absent_background')}
   kinds = dict.fromkeys(('hit', 'too_large', 'too_small', 'misplaced', 'no_box'), 0)
   for ex, class_maps in zip(examples, maps):
