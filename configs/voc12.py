@@ -99,11 +99,15 @@ def get_config():
   config.eval.sweep_step = 0.01  # 'exact' MaxBoxAcc: spacing of the relative thresholds.
   config.eval.pointwise_tolerance = 18  # Pixels (Oquab et al. 2015).
   # Map transform (models/expansion.py) in evaluate and localize: 'none' | 'relative' (boxes
-  # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time erasing).
+  # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time
+  # erasing) | 'advcam' (adversarial climbing) | 'erase+relative' | 'advcam+relative'.
   config.eval.map_expansion = 'none'
-  config.eval.map_expansion_steps = 2  # Erasing passes after the first.
-  # 'erase': erase where a pass's normalised map is >= this; 'relative': the boxes' level.
+  config.eval.map_expansion_steps = 2  # Erasing passes after the first, or climbing steps.
+  # 'erase': erase where a pass's normalised map is >= this; 'relative': the boxes' level;
+  # 'advcam': the region held at its first value (cells above this fraction of the maximum).
   config.eval.map_expansion_threshold = 0.5
+  config.eval.map_expansion_step_size = 0.08  # 'advcam': xi, the climbing step.
+  config.eval.map_expansion_weight = 7.0  # 'advcam': lambda, the restriction's weight.
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

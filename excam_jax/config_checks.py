@@ -27,7 +27,8 @@ DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
 OPTIMIZERS = ('sgd', 'adamw')
 MAXBOXACC = ('exact', 'wsolevaluation')
-EXPANSIONS = ('none', 'relative', 'erase')  # Test-time map transforms (models/expansion.py).
+# Test-time map transforms (models/expansion.py).
+EXPANSIONS = ('none', 'relative', 'erase', 'advcam', 'erase+relative', 'advcam+relative')
 
 
 def _is_int(value):
@@ -161,12 +162,19 @@ def _grid_ok(value):
   return value is None or (_is_int(value) and value >= 8)
 
 
-def validate_map_expansion(expansion, steps, threshold):
-  """Checks the test-time expansion fields of config.eval (models/expansion.py)."""
-  check_field(expansion in EXPANSIONS, 'eval.map_expansion', expansion, f'one of {EXPANSIONS}')
-  check_field(_is_int(steps) and steps >= 1, 'eval.map_expansion_steps', steps, 'an int >= 1')
-  check_field(_is_real(threshold) and 0 < threshold < 1, 'eval.map_expansion_threshold', threshold,
-              'a float in (0, 1)')
+def validate_map_expansion(fields):
+  """Checks the map-transform fields of config.eval (models/expansion.py): a dict with any of
+  map_expansion, map_expansion_steps, map_expansion_threshold, map_expansion_step_size and
+  map_expansion_weight (absent ones are not checked)."""
+  checks = {
+      'map_expansion': (lambda v: v in EXPANSIONS, f'one of {EXPANSIONS}'),
+      'map_expansion_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
+      'map_expansion_threshold': (lambda v: _is_real(v) and 0 < v < 1, 'a float in (0, 1)'),
+      'map_expansion_step_size': (lambda v: _is_real(v) and v > 0, 'a float > 0'),
+      'map_expansion_weight': (lambda v: _is_real(v) and v >= 0, 'a float >= 0')}
+  for name, (ok, allowed) in checks.items():
+    if name in fields:
+      check_field(ok(fields[name]), f'eval.{name}', fields[name], allowed)
 
 
 def validate_eval(config):
@@ -183,8 +191,7 @@ def validate_eval(config):
                 'None (the original image size) or an int >= 8')
   check_field(_is_real(e.sweep_step) and 0 < e.sweep_step < 1, 'eval.sweep_step', e.sweep_step,
               'a float in (0, 1)')
-  validate_map_expansion(e.get('map_expansion', 'none'), e.get('map_expansion_steps', 2),
-                     e.get('map_expansion_threshold', 0.5))
+  validate_map_expansion({k: v for k, v in e.items() if k.startswith('map_expansion')})
   check_field(_is_int(e.pointwise_tolerance) and e.pointwise_tolerance >= 0,
               'eval.pointwise_tolerance', e.pointwise_tolerance, 'an int >= 0')
 

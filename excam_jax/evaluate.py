@@ -42,14 +42,20 @@ _SWEEP_GRID = flags.DEFINE_integer('sweep_grid', None,
 _SWEEP_STEP = flags.DEFINE_float('sweep_step', None, "'exact' MaxBoxAcc threshold step.")
 _THRESHOLD = flags.DEFINE_float('threshold', None, 'Box threshold on z (0 is sigma(z) > 0.5).')
 _TOLERANCE = flags.DEFINE_integer('pointwise_tolerance', None, 'Pointwise AP tolerance (px).')
-_MAP_EXPANSION = flags.DEFINE_enum('map_expansion', None, ['none', 'relative', 'erase'],
-                               "Test-time map transform ('relative' box rule or erasing); the "
-                               "config's eval.map_expansion if unset.")
-_MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None, 'Erasing passes (>= 1).')
+_MAP_EXPANSION = flags.DEFINE_enum(
+    'map_expansion', None,
+    ['none', 'relative', 'erase', 'advcam', 'erase+relative', 'advcam+relative'],
+    "Test-time map transform (models/expansion.py); the config's eval.map_expansion if unset.")
+_MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None,
+                                            'Erasing passes or climbing steps (>= 1).')
 _MAP_EXPANSION_THRESHOLD = flags.DEFINE_float(
     'map_expansion_threshold', None,
     "In (0, 1): erase where a normalised map is >= this ('erase'); boxes keep the cells above "
-    "this fraction of a map's range ('relative').")
+    "this fraction of a map's range ('relative'); the region AdvCAM holds ('advcam').")
+_MAP_EXPANSION_STEP_SIZE = flags.DEFINE_float('map_expansion_step_size', None,
+                                              "'advcam': the climbing step (> 0).")
+_MAP_EXPANSION_WEIGHT = flags.DEFINE_float('map_expansion_weight', None,
+                                           "'advcam': the restriction's weight (>= 0).")
 
 
 def check_flags():
@@ -74,6 +80,10 @@ def check_flags():
   if _MAP_EXPANSION_THRESHOLD.value is not None and not 0 < _MAP_EXPANSION_THRESHOLD.value < 1:
     raise UserError(f'--map_expansion_threshold={_MAP_EXPANSION_THRESHOLD.value} is invalid: allowed a '
                     'float in (0, 1).')
+  for flag, ok, allowed in ((_MAP_EXPANSION_STEP_SIZE, lambda v: v > 0, 'a float > 0'),
+                            (_MAP_EXPANSION_WEIGHT, lambda v: v >= 0, 'a float >= 0')):
+    if flag.value is not None and not (np.isfinite(flag.value) and ok(flag.value)):
+      raise UserError(f'--{flag.name}={flag.value} is invalid: allowed {allowed}.')
   if _COMPARE.value and not os.path.isfile(_COMPARE.value):
     raise UserError(f'--compare={_COMPARE.value} not found; pass the metrics.json that '
                     '`python -m excam_jax.evaluate` wrote for the other run.')
@@ -99,8 +109,9 @@ def main(argv):
       _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
       figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value,
       protocol=_protocol_flags(),
-      expansion={'map_expansion': _MAP_EXPANSION.value, 'map_expansion_steps': _MAP_EXPANSION_STEPS.value,
-                 'map_expansion_threshold': _MAP_EXPANSION_THRESHOLD.value})
+      expansion={flag.name: flag.value for flag in (
+          _MAP_EXPANSION, _MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
+          _MAP_EXPANSION_WEIGHT)})
   print(f'wrote {out} (metrics.json, tables.md' + (', figures' if _FIGURES.value else '') + ')')
 
 

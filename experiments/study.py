@@ -44,6 +44,11 @@ METHODS = {
     'wildcat_erase': {'model.head': 'wildcat', 'eval.map_expansion': 'erase'},
     # WILDCAT's maps boxed by ACoL's relative rule (above half of each map's range).
     'wildcat_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'relative'},
+    # Adversarial climbing (AdvCAM) on WILDCAT's trainings, 8 steps; then the relative rule too.
+    'wildcat_advcam': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam',
+                       'eval.map_expansion_steps': 8},
+    'wildcat_advcam_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam+relative',
+                                'eval.map_expansion_steps': 8},
     'excam_erase': {'model.head': 'excam', 'model.self_drop': False,
                     'eval.map_expansion': 'erase'},
     'body_only': {'model.head': 'wildcat', 'data.parts.probe': 'body_only'},
@@ -51,7 +56,8 @@ METHODS = {
 }
 BASELINE = 'wildcat'
 # Methods that differ from another only at inference: they evaluate that method's training.
-TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'excam_erase': 'excam'}
+TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'wildcat_advcam': 'wildcat',
+              'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam'}
 TIMING_FILE = 'train_seconds.json'  # In a cell's run folder: the training's wall time.
 # Overrides of every cell of the full study, and of --quick.
 CELL = {'data.parts.num_train': 2000, 'data.parts.num_eval': 300, 'train.num_epochs': 8,

@@ -120,12 +120,12 @@ def _output_dir(workdir, step, split, config, output):
 
 
 def map_expansion_fields(config, overrides):
-  """config.eval's expansion fields with `overrides` (a dict; None values ignored) on top."""
-  fields = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5}
+  """config.eval's map-transform fields (models/expansion.py: DEFAULTS where absent) with
+  `overrides` (a dict; None values ignored) on top, checked."""
+  fields = dict(expansionlib.DEFAULTS)
   fields.update({k: v for k, v in (config.get('eval') or {}).items() if k in fields})
   fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
-  config_checks.validate_map_expansion(fields['map_expansion'], fields['map_expansion_steps'],
-                                       fields['map_expansion_threshold'])
+  config_checks.validate_map_expansion(fields)
   return fields
 
 
@@ -144,9 +144,9 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     workers: processes for the MaxBoxAcc sweep.
     output: output folder (default <workdir>/eval/<step>[/<split>]).
     protocol: overrides of config.eval's protocol fields (a dict; None values are ignored).
-    expansion: overrides of config.eval's fields 'map_expansion', 'map_expansion_steps' and
-      'map_expansion_threshold' (a dict, None values ignored): the maps' transform
-      (models/expansion.py: 'relative' box rule or test-time erasing).
+    expansion: overrides of config.eval's 'map_expansion*' fields (a dict, None values
+      ignored): the maps' transform (models/expansion.py: the relative box rule, test-time
+      erasing, adversarial climbing).
 
   Returns:
     The output directory, holding metrics.json, tables.md and the figures.
