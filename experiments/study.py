@@ -106,7 +106,7 @@ def paired_differences(rows, metric, method, baseline=BASELINE):
   return out
 
 
-def _fmt(mean, half):
+def format_ci(mean, half):
   if not math.isfinite(mean):
     return '-'
   return f'{mean:.3f}' if not math.isfinite(half) else f'{mean:.3f} ± {half:.3f}'
@@ -133,7 +133,7 @@ def markdown(rows, level=0.95, metrics=('classification_map', 'corloc', 'maxboxa
       train_s = mean_ci([r['train_s'] for r in cell], level)[0]
       eval_s = mean_ci([r.get('eval_s', math.nan) for r in cell], level)[0]
       lines.append(f'| {method} | {cue:g} | {len(cell)} | '
-                   + ' | '.join(_fmt(s[0], s[1]) for s in stats)
+                   + ' | '.join(format_ci(s[0], s[1]) for s in stats)
                    + f' | {train_s:.0f} | {eval_s:.0f} |')
   others = [m for m in methods if m != BASELINE]
   if BASELINE in methods and others:
@@ -149,7 +149,7 @@ def markdown(rows, level=0.95, metrics=('classification_map', 'corloc', 'maxboxa
           continue
         stats = [mean_ci(diffs[m].get(cue, []), level) for m in metrics]
         lines.append(f'| {method} | {cue:g} | {stats[0][2]} | '
-                     + ' | '.join(_fmt(s[0], s[1]) for s in stats) + ' |')
+                     + ' | '.join(format_ci(s[0], s[1]) for s in stats) + ' |')
   return '\n'.join(lines) + '\n'
 
 

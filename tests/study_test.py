@@ -79,3 +79,31 @@ def test_inference_only_methods_share_their_base_training():
     assert mine.to_dict() == theirs.to_dict(), method  # Only inference differs.
   for method in study.METHODS:  # Every method's config passes the config check.
     study.config_checks_validate(study.cell_config(method, 0.5, 0, quick=True))
+
+
+def test_claim_criteria_by_hand():
+  from experiments import claim  # pylint: disable=g-import-not-at-top
+  rows = []
+  for seed, (base, mine, base_map, mine_map) in enumerate([(0.2, 0.7, 0.98, 0.97),
+                                                           (0.3, 0.6, 0.98, 0.99),
+                                                           (0.1, 0.8, 0.98, 0.98)]):
+    rows.append(dict(_row('wildcat', 0.5, seed, base), classification_map=base_map))
+    rows.append(dict(_row('acol', 0.5, seed, mine), classification_map=mine_map, train_s=20.0))
+    rows.append(dict(_row('excam', 0.5, seed, base + 0.1)))
+  rows.append(_row('acol', 1.0, 0, 0.9))  # No WILDCAT partner: not a cell.
+  found = {(c['method'], c['body_cue']): c for c in claim.claims(rows)}
+  assert set(found) == {('acol', 0.5), ('excam', 0.5)}
+  acol = found[('acol', 0.5)]
+  # CorLoc 0.7 / 0.6 / 0.8: mean 0.7; gains 0.5 / 0.3 / 0.7: mean 0.5, sd 0.2,
+  # half-width 4.302653 * 0.2 / sqrt(3).
+  assert acol['seeds'] == 3 and acol['corloc'][0] == pytest.approx(0.7)
+  assert acol['gain'][0] == pytest.approx(0.5)
+  assert acol['gain'][1] == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-6)
+  assert acol['map_change'][0] == pytest.approx(0.0) and acol['train_ratio'] == pytest.approx(2.0)
+  assert acol['met'] and not found[('excam', 0.5)]['met']  # excam gains 0.1 only.
+  assert claim.best(claim.claims(rows))['method'] == 'acol'
+  # A mAP cost above 0.02 breaks the claim, as do fewer than 3 seeds.
+  worse = [dict(r, classification_map=0.9) if r['method'] == 'acol' else r for r in rows]
+  assert not {(c['method'], c['body_cue']): c for c in claim.claims(worse)}[('acol', 0.5)]['met']
+  assert not claim.claims([r for r in rows if r['seed'] < 2])[0]['met']
+  assert '| acol | 0.5 | 3 | 0.700 ± ' in claim.markdown(claim.claims(rows))
