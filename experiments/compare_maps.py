@@ -5,7 +5,8 @@ r"""CAM overlays of several trained runs on the same validation images (parts da
 
 One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing or
 @relative for the relative box rule, config.eval.map_expansion of models/expansion.py): the
-first ground-truth class's sigmoid(z) as a heat map (blue 0, red 1), the ground-truth box in
+first ground-truth class's sigmoid(z) as a heat map (blue 0, red 1; for ACoL and the relative
+rule, whose maps are normalised - level, the normalised map), the ground-truth box in
 red and the CorLoc box (largest z > 0 component) in green. The runs must share the data set.
 """
 
@@ -41,6 +42,17 @@ def class_maps(workdir, transform, images):
   return config, maps
 
 
+def _heat_fn(config, mode):
+  """z -> heat in [0, 1]: sigmoid(z), or for maps on a relative scale (ACoL's fused maps, the
+  'relative' transforms: normalised - level) the normalised map itself."""
+  if config.model.head == 'acol':
+    return lambda z: np.clip(z + 0.5, 0.0, 1.0)
+  if (mode or config.eval.get('map_expansion', 'none')).endswith('relative'):
+    level = runner.map_expansion_fields(config, None)['map_expansion_threshold']
+    return lambda z: np.clip(z + level, 0.0, 1.0)
+  return lambda z: 1 / (1 + np.exp(-z))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', required=True, help='NAME=WORKDIR[@erase|@relative],...')
@@ -56,16 +68,17 @@ def main():
   columns = []
   for name, spec in runs:
     workdir, _, mode = spec.partition('@')
-    columns.append((name, class_maps(workdir, mode or None, images)[1]))
+    config, maps = class_maps(workdir, mode or None, images)
+    columns.append((name, maps, _heat_fn(config, mode)))
   panels, titles = [], []
   names = synthetic.class_names(first.num_classes)
   for row, ex in enumerate(examples):
     size = ex['image'].shape[0]
     c = int(ex['labels'][0])
     truth = boxlib.normalized_to_pixels(ex['boxes'][ex['labels'] == c], size, size)
-    for name, maps in columns:
+    for name, maps, heat in columns:
       z = boxlib.upsample(maps[row][..., c][None], size, size)[0]
-      panel = visualize.overlay_cam(images[row], 1 / (1 + np.exp(-z)))
+      panel = visualize.overlay_cam(images[row], heat(z))
       found = boxlib.map_to_boxes(maps[row][..., c], size, size)
       panels.append(visualize.overlay_boxes(panel, truth, found[:1]))
       titles.append(f'{name}: {names[c]}')

@@ -65,6 +65,8 @@ def test_cell_config_sets_method_cue_and_seed():
   assert config.train.seed == 3 and config.data.parts.seed == 3
   assert config.data.parts.num_train == study.QUICK['data.parts.num_train']
   assert config.model.num_maps == 4
+  assert config.model.kmax == 0.05  # The band's pooling, in quick and full cells alike.
+  assert study.cell_config('wildcat', 1.0, 0, quick=False, extra=[('model.kmax', 0.3)]).model.kmax == 0.3
   probe = study.cell_config('body_only', 0.5, 0, quick=False)
   assert probe.data.parts.probe == 'body_only' and probe.model.head == 'wildcat'
 
