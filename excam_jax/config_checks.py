@@ -162,17 +162,18 @@ def _grid_ok(value):
   return value is None or (_is_int(value) and value >= 8)
 
 
+# The map-transform fields of config.eval (models/expansion.py): name -> (ok(value), allowed).
+MAP_EXPANSION_CHECKS = {
+    'map_expansion': (lambda v: v in EXPANSIONS, f'one of {EXPANSIONS}'),
+    'map_expansion_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
+    'map_expansion_threshold': (lambda v: _is_real(v) and 0 < v < 1, 'a float in (0, 1)'),
+    'map_expansion_step_size': (lambda v: _is_real(v) and v > 0, 'a float > 0'),
+    'map_expansion_weight': (lambda v: _is_real(v) and v >= 0, 'a float >= 0')}
+
+
 def validate_map_expansion(fields):
-  """Checks the map-transform fields of config.eval (models/expansion.py): a dict with any of
-  map_expansion, map_expansion_steps, map_expansion_threshold, map_expansion_step_size and
-  map_expansion_weight (absent ones are not checked)."""
-  checks = {
-      'map_expansion': (lambda v: v in EXPANSIONS, f'one of {EXPANSIONS}'),
-      'map_expansion_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
-      'map_expansion_threshold': (lambda v: _is_real(v) and 0 < v < 1, 'a float in (0, 1)'),
-      'map_expansion_step_size': (lambda v: _is_real(v) and v > 0, 'a float > 0'),
-      'map_expansion_weight': (lambda v: _is_real(v) and v >= 0, 'a float >= 0')}
-  for name, (ok, allowed) in checks.items():
+  """Checks the map-transform fields present in the dict `fields` (MAP_EXPANSION_CHECKS)."""
+  for name, (ok, allowed) in MAP_EXPANSION_CHECKS.items():
     if name in fields:
       check_field(ok(fields[name]), f'eval.{name}', fields[name], allowed)
 

@@ -23,6 +23,7 @@ from absl import flags
 import numpy as np
 
 from excam_jax import cli
+from excam_jax import config_checks
 from excam_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
@@ -44,7 +45,7 @@ _THRESHOLD = flags.DEFINE_float('threshold', None, 'Box threshold on z (0 is sig
 _TOLERANCE = flags.DEFINE_integer('pointwise_tolerance', None, 'Pointwise AP tolerance (px).')
 _MAP_EXPANSION = flags.DEFINE_enum(
     'map_expansion', None,
-    ['none', 'relative', 'erase', 'advcam', 'erase+relative', 'advcam+relative'],
+    list(config_checks.EXPANSIONS),
     "Test-time map transform (models/expansion.py); the config's eval.map_expansion if unset.")
 _MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None,
                                             'Erasing passes or climbing steps (>= 1).')
@@ -56,6 +57,8 @@ _MAP_EXPANSION_STEP_SIZE = flags.DEFINE_float('map_expansion_step_size', None,
                                               "'advcam': the climbing step (> 0).")
 _MAP_EXPANSION_WEIGHT = flags.DEFINE_float('map_expansion_weight', None,
                                            "'advcam': the restriction's weight (>= 0).")
+_MAP_EXPANSION_NUMBERS = (_MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
+                          _MAP_EXPANSION_WEIGHT)
 
 
 def check_flags():
@@ -75,14 +78,9 @@ def check_flags():
     raise UserError(f'--sweep_step={_SWEEP_STEP.value} is invalid: allowed a float in (0, 1).')
   if _THRESHOLD.value is not None and not np.isfinite(_THRESHOLD.value):
     raise UserError(f'--threshold={_THRESHOLD.value} is invalid: allowed a finite float.')
-  if _MAP_EXPANSION_STEPS.value is not None and _MAP_EXPANSION_STEPS.value < 1:
-    raise UserError(f'--map_expansion_steps={_MAP_EXPANSION_STEPS.value} is invalid: allowed an int >= 1.')
-  if _MAP_EXPANSION_THRESHOLD.value is not None and not 0 < _MAP_EXPANSION_THRESHOLD.value < 1:
-    raise UserError(f'--map_expansion_threshold={_MAP_EXPANSION_THRESHOLD.value} is invalid: allowed a '
-                    'float in (0, 1).')
-  for flag, ok, allowed in ((_MAP_EXPANSION_STEP_SIZE, lambda v: v > 0, 'a float > 0'),
-                            (_MAP_EXPANSION_WEIGHT, lambda v: v >= 0, 'a float >= 0')):
-    if flag.value is not None and not (np.isfinite(flag.value) and ok(flag.value)):
+  for flag in _MAP_EXPANSION_NUMBERS:  # The config's own checks, answered as flags.
+    ok, allowed = config_checks.MAP_EXPANSION_CHECKS[flag.name]
+    if flag.value is not None and not ok(flag.value):
       raise UserError(f'--{flag.name}={flag.value} is invalid: allowed {allowed}.')
   if _COMPARE.value and not os.path.isfile(_COMPARE.value):
     raise UserError(f'--compare={_COMPARE.value} not found; pass the metrics.json that '
@@ -109,9 +107,7 @@ def main(argv):
       _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
       figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value,
       protocol=_protocol_flags(),
-      expansion={flag.name: flag.value for flag in (
-          _MAP_EXPANSION, _MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
-          _MAP_EXPANSION_WEIGHT)})
+      expansion={flag.name: flag.value for flag in (_MAP_EXPANSION,) + _MAP_EXPANSION_NUMBERS})
   print(f'wrote {out} (metrics.json, tables.md' + (', figures' if _FIGURES.value else '') + ')')
 
 
