@@ -43,6 +43,8 @@ def get_config():
   config.model.kmax = 0.2  # Fraction of cells (0 < k < 1) or a count (k >= 1).
   config.model.kmin = 0.2
   config.model.alpha = 0.6
+  # How a class's M maps make its class map: 'mean' (WILDCAT) | 'max' (the wildcat_max control).
+  config.model.class_pooling = 'mean'
   config.model.drop_threshold = 0.5  # delta: a cell is important where sigmoid(F) > delta.
   config.model.self_drop = True
   config.model.straight_through = True
@@ -54,6 +56,9 @@ def get_config():
   # classifier B's images are erased (A's min-max normalised class map >= threshold).
   config.model.acol_head = 'wildcat'  # 'wildcat' | 'excam' | 'adl' | 'cam'
   config.model.acol_threshold = 0.6
+  # ACoL's test-time map: 'normalised' (mean of A's and B's min-max normalised maps - 0.5: boxes
+  # keep the cells above half the range) | 'logits' (mean of their maps z: boxes at sigma(z) > 0.5).
+  config.model.acol_fusion = 'normalised'
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
   config.model.freeze_bn = False  # Use running statistics in training (tiny per-device batches).
   config.model.remat = False  # Rematerialise trunk stages to save memory.
@@ -102,12 +107,17 @@ def get_config():
   # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time
   # erasing) | 'advcam' (adversarial climbing) | 'erase+relative' | 'advcam+relative'.
   config.eval.map_expansion = 'none'
-  config.eval.map_expansion_steps = 2  # Erasing passes after the first, or climbing steps.
+  config.eval.map_expansion_steps = 2  # 'erase': erasing passes after the first.
   # 'erase': erase where a pass's normalised map is >= this; 'relative': the boxes' level;
-  # 'advcam': the region held at its first value (cells above this fraction of the maximum).
+  # 'advcam': tau, the region held at its first value (cells above this fraction of the
+  # accumulated map's maximum).
   config.eval.map_expansion_threshold = 0.5
   config.eval.map_expansion_step_size = 0.08  # 'advcam': xi, the climbing step.
   config.eval.map_expansion_weight = 7.0  # 'advcam': lambda, the restriction's weight.
+  # 'advcam': T, the maps summed (the image's and T - 1 climbed ones; AdvCAM's adv_iter).
+  config.eval.map_expansion_climb_steps = 27
+  # 'advcam': the most classes climbed per image (its top-scoring predicted ones).
+  config.eval.map_expansion_climb_classes = 2
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

@@ -43,6 +43,7 @@ SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_
 # Fields added after checkpoints were first written, with the value that older checkpoints
 # behaved as: a saved config without the field counts as holding that value.
 ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
+                  'model.acol_fusion': 'normalised', 'model.class_pooling': 'mean',
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
                   'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0}
 DAMAGED_DIR = 'damaged_checkpoints'

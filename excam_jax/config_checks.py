@@ -17,6 +17,10 @@ from excam_jax.errors import ConfigError, check_field
 
 DATASETS = ('parts', 'voc/2007', 'voc/2012')
 HEADS = ('excam', 'wildcat', 'adl', 'cam', 'acol')
+# How a WILDCAT-family head pools a class's M maps into its class map (models/wildcat.py).
+CLASS_POOLINGS = ('mean', 'max')
+# ACoL's test-time map (models/acol.py): its two classifiers' normalised maps or raw maps z.
+ACOL_FUSIONS = ('normalised', 'logits')
 DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ('float32', 'bfloat16')
@@ -77,6 +81,14 @@ def validate_model(config):
   acol_threshold = m.get('acol_threshold', 0.6)
   check_field(_is_real(acol_threshold) and 0 < acol_threshold < 1, 'model.acol_threshold',
               acol_threshold, 'a float in (0, 1)')
+  fusion = m.get('acol_fusion', 'normalised')  # Absent from configs saved before it existed.
+  check_field(fusion in ACOL_FUSIONS, 'model.acol_fusion', fusion, f'one of {ACOL_FUSIONS}')
+  kind = acol_head if m.head == 'acol' else m.head
+  pooling = m.get('class_pooling', 'mean')
+  check_field(pooling in CLASS_POOLINGS, 'model.class_pooling', pooling,
+              f'one of {CLASS_POOLINGS}')
+  check_field(pooling == 'mean' or kind != 'cam', 'model.class_pooling', pooling,
+              "'mean' with a CAM head (it has one map per class, nothing to pool)")
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
   impl = m.get('conv_impl', 'auto')
   check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')
@@ -92,7 +104,6 @@ def validate_model(config):
   if 'optim' in config:
     loss = config.optim.diversity_loss
     check_field(loss in DIVERSITY_LOSSES, 'optim.diversity_loss', loss, f'one of {DIVERSITY_LOSSES}')
-    kind = acol_head if m.head == 'acol' else m.head
     check_field(loss == 'none' or kind != 'cam', 'optim.diversity_loss', loss,
                 "'none' with a CAM head (it has no per-class maps)")
 
@@ -168,7 +179,9 @@ MAP_EXPANSION_CHECKS = {
     'map_expansion_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
     'map_expansion_threshold': (lambda v: _is_real(v) and 0 < v < 1, 'a float in (0, 1)'),
     'map_expansion_step_size': (lambda v: _is_real(v) and v > 0, 'a float > 0'),
-    'map_expansion_weight': (lambda v: _is_real(v) and v >= 0, 'a float >= 0')}
+    'map_expansion_weight': (lambda v: _is_real(v) and v >= 0, 'a float >= 0'),
+    'map_expansion_climb_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
+    'map_expansion_climb_classes': (lambda v: _is_int(v) and v >= 1, 'an int >= 1')}
 
 
 def validate_map_expansion(fields):

@@ -2,14 +2,15 @@ r"""Restores a checkpoint and evaluates it: every metric, markdown tables and fi
 
   python -m excam_jax.evaluate --workdir=runs/voc12 [--split=validation] [--step=N] [--output=DIR]
       [--maxboxacc=exact|wsolevaluation] [--box_grid=N] [--sweep_grid=N] [--sweep_step=S]
-      [--threshold=T] [--pointwise_tolerance=P]
+      [--threshold=T] [--pointwise_tolerance=P] [--acol_fusion=normalised|logits]
 
 One pass over the split: the model runs once per batch, and the metrics, the parts measures and
 the figures' examples all come from that pass. Boxes come from the one path of
 excam_jax.evaluation.boxes (class map at the original image size, threshold, 8-connected
 components), the same as `localize`. The protocol is the run's config.eval (defaults: boxes and
 the MaxBoxAcc sweep at the original size, MaxBoxAcc 'exact'), overridden by the flags above, and
-is written to metrics.json as "protocol" and named in tables.md.
+is written to metrics.json as "protocol" and named in tables.md. --acol_fusion scores an ACoL
+run's fused map another way (models/acol.py) from the same checkpoint.
 
 Writes DIR/eval/<step>/ (DIR/eval/<step>/<split>/ for a split other than the config's eval_split;
 --output=DIR instead, e.g. for a read-only run): metrics.json, tables.md, ap_bars.png (per-class
@@ -48,7 +49,7 @@ _MAP_EXPANSION = flags.DEFINE_enum(
     list(config_checks.EXPANSIONS),
     "Test-time map transform (models/expansion.py); the config's eval.map_expansion if unset.")
 _MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None,
-                                            'Erasing passes or climbing steps (>= 1).')
+                                            "'erase': erasing passes (>= 1).")
 _MAP_EXPANSION_THRESHOLD = flags.DEFINE_float(
     'map_expansion_threshold', None,
     "In (0, 1): erase where a normalised map is >= this ('erase'); boxes keep the cells above "
@@ -57,8 +58,17 @@ _MAP_EXPANSION_STEP_SIZE = flags.DEFINE_float('map_expansion_step_size', None,
                                               "'advcam': the climbing step (> 0).")
 _MAP_EXPANSION_WEIGHT = flags.DEFINE_float('map_expansion_weight', None,
                                            "'advcam': the restriction's weight (>= 0).")
+_MAP_EXPANSION_CLIMB_STEPS = flags.DEFINE_integer(
+    'map_expansion_climb_steps', None,
+    "'advcam': the maps summed, the image's and those of T - 1 climbed images (>= 1).")
+_MAP_EXPANSION_CLIMB_CLASSES = flags.DEFINE_integer(
+    'map_expansion_climb_classes', None, "'advcam': the most classes climbed per image (>= 1).")
 _MAP_EXPANSION_NUMBERS = (_MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
-                          _MAP_EXPANSION_WEIGHT)
+                          _MAP_EXPANSION_WEIGHT, _MAP_EXPANSION_CLIMB_STEPS,
+                          _MAP_EXPANSION_CLIMB_CLASSES)
+_ACOL_FUSION = flags.DEFINE_enum(
+    'acol_fusion', None, list(config_checks.ACOL_FUSIONS),
+    "ACoL runs' test-time map (models/acol.py); the run's config.model.acol_fusion if unset.")
 
 
 def check_flags():
@@ -107,7 +117,8 @@ def main(argv):
       _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
       figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value,
       protocol=_protocol_flags(),
-      expansion={flag.name: flag.value for flag in (_MAP_EXPANSION,) + _MAP_EXPANSION_NUMBERS})
+      expansion={flag.name: flag.value for flag in (_MAP_EXPANSION,) + _MAP_EXPANSION_NUMBERS},
+      model_overrides={'acol_fusion': _ACOL_FUSION.value})
   print(f'wrote {out} (metrics.json, tables.md' + (', figures' if _FIGURES.value else '') + ')')
 
 

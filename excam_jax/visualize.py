@@ -3,6 +3,7 @@
 Images are RGB everywhere (channel 0 is red), float in [0, 1] or uint8. Overlays are drawn with
 numpy into RGB uint8 arrays, pixel-exact; matplotlib only lays panels out and writes PNGs. The
 figures use matplotlib's object API (no pyplot), so no display or global state is involved.
+Class maps are drawn each on its own scale (`heat_fn`).
 """
 
 import numpy as np
@@ -68,6 +69,38 @@ def overlay_cam(image, cam, alpha=0.5, vmin=0.0, vmax=1.0, colormap='jet'):
   scaled = np.clip((cam - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
   heat = colormaps[colormap](scaled)[..., :3]  # RGBA -> RGB.
   return to_rgb_uint8((1 - alpha) * canvas + alpha * heat)
+
+
+def sigmoid(z):
+  """sigmoid(z) = 1 / (1 + exp(-z)) in float64: how maps on the logit scale are drawn."""
+  return 1.0 / (1.0 + np.exp(-np.asarray(z, np.float64)))
+
+
+def heat_fn(model, expansion=None):
+  """z -> heat in [0, 1]: the display scale of a run's class maps (the one place that knows it).
+
+  Maps on the logit scale (the heads' own maps, ACoL's 'logits' fusion, 'erase', whose cellwise
+  max over passes keeps the scale of the maps it is given) are drawn as sigmoid(z). Maps stored
+  as n - b with n in [0, 1] are drawn as n = clip(z + b, 0, 1): ACoL's 'normalised' fusion
+  (b = 0.5), the 'relative' and '*+relative' transforms (b = map_expansion_threshold) and
+  'advcam' (A / max A, b = 0). A sigmoid would squeeze those into a quarter of the colours.
+
+  Args:
+    model: config.model (its head and acol_fusion; an absent acol_fusion is 'normalised').
+    expansion: the map-transform fields (evaluation.runner.map_expansion_fields), or None for
+      the plain maps.
+  """
+  fields = expansion or {}
+  kind = fields.get('map_expansion', 'none')
+  if kind.endswith('relative'):
+    offset = float(fields['map_expansion_threshold'])
+  elif kind == 'advcam':
+    offset = 0.0
+  elif model['head'] == 'acol' and model.get('acol_fusion', 'normalised') == 'normalised':
+    offset = 0.5
+  else:
+    return sigmoid
+  return lambda z: np.clip(np.asarray(z, np.float64) + offset, 0.0, 1.0)
 
 
 def save_ap_bars(path, class_names, runs, title='', ylabel='AP'):

@@ -5,8 +5,8 @@ r"""CAM overlays of several trained runs on the same validation images (parts da
 
 One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing or
 @relative for the relative box rule, config.eval.map_expansion of models/expansion.py): the
-first ground-truth class's sigmoid(z) as a heat map (blue 0, red 1; for ACoL and the relative
-rule, whose maps are normalised - level, the normalised map), the ground-truth box in
+first ground-truth class's map as a heat map on its own scale (visualize.heat_fn: blue 0, red 1;
+sigmoid(z) for logits, the normalised map for ACoL and the relative rule), the ground-truth box in
 red and the CorLoc box (largest z > 0 component) in green. The runs must share the data set.
 """
 
@@ -29,9 +29,10 @@ from excam_jax.models import network  # pylint: disable=wrong-import-position
 
 
 def class_maps(workdir, transform, images):
-  """(config, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1].
+  """(heat, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1].
 
   `transform`: a config.eval.map_expansion kind ('erase', 'relative'), or None (the config's).
+  `heat`: z -> heat in [0, 1], the maps on their own scale (visualize.heat_fn).
   """
   config, variables, _ = checkpoints.restore(workdir)
   fields = runner.map_expansion_fields(config, {'map_expansion': transform or None})
@@ -39,18 +40,7 @@ def class_maps(workdir, transform, images):
   predict = runner.make_predict_fn(model, variables, expansion.from_config(fields))
   size = config.data.image_size
   _, maps = predict(image_ops.normalize(image_ops.resize_bilinear(images, size, size)))
-  return config, maps
-
-
-def _heat_fn(config, mode):
-  """z -> heat in [0, 1]: sigmoid(z), or for maps on a relative scale (ACoL's fused maps, the
-  'relative' transforms: normalised - level) the normalised map itself."""
-  if config.model.head == 'acol':
-    return lambda z: np.clip(z + 0.5, 0.0, 1.0)
-  if (mode or config.eval.get('map_expansion', 'none')).endswith('relative'):
-    level = runner.map_expansion_fields(config, None)['map_expansion_threshold']
-    return lambda z: np.clip(z + level, 0.0, 1.0)
-  return lambda z: 1 / (1 + np.exp(-z))
+  return visualize.heat_fn(config.model, fields), maps
 
 
 def main():
@@ -68,8 +58,8 @@ def main():
   columns = []
   for name, spec in runs:
     workdir, _, mode = spec.partition('@')
-    config, maps = class_maps(workdir, mode or None, images)
-    columns.append((name, maps, _heat_fn(config, mode)))
+    heat, maps = class_maps(workdir, mode or None, images)
+    columns.append((name, maps, heat))
   panels, titles = [], []
   names = synthetic.class_names(first.num_classes)
   for row, ex in enumerate(examples):

@@ -1,109 +1,209 @@
-r"""Methods x body-cue levels x seeds on the parts data set, with confidence intervals.
+r"""Methods x body-cue levels x seeds on the parts data set: tuned on one split, reported on another.
 
-  python experiments/study.py --workdir=runs/study --methods=wildcat,excam,adl \
-      --body_cue=0,0.25,0.5,1 --seeds=0,1,2
-  python experiments/study.py --workdir=runs/study_quick --quick --seeds=0,1   # smoke test
+The protocol (SPEC.md section 8, after Choe et al., CVPR 2020, "Evaluating WSOL Right"):
 
-One training per cell (method, body_cue, seed), each in its own process under
-<workdir>/runs/<method>_cue<c>_seed<s>, then evaluated by the evaluator's exact protocol on the
-validation split (non-difficult objects; see excam_jax/evaluation/evaluator.py). A row is
-appended to <workdir>/study.csv as each cell finishes; a killed study resumes where it stopped
-(finished cells are skipped, an unfinished training resumes from its checkpoint). After every
-cell <workdir>/study.md (mean +- 95 % t-interval over seeds per method and cue, and each method's
-paired difference from WILDCAT over the seeds both ran) and <workdir>/study.png (CorLoc and body
-coverage against body_cue, one line per method with its interval band) are rewritten.
+  # 1. Tune: every setting of each method's search space (GRIDS) on the validation split with the
+  #    tuning seeds; writes tuning.csv, tuning.md and choices.json ({method: {body_cue: {field:
+  #    value}}}: the setting with the best mean PRIMARY endpoint per method and level).
+  python experiments/study.py --tune --workdir=runs/tuned --methods=cam,wildcat,excam \
+      --body_cue=0.5,1 --seeds=100,101
+  # 2. Report: each method at its chosen setting, scored on the test split with fresh seeds.
+  python experiments/study.py --workdir=runs/tuned --choices=runs/tuned/choices.json \
+      --split=test --methods=cam,wildcat,excam --body_cue=0.5,1 --seeds=0,1,2,3,4,5,6,7
+  # Smoke test (short runs, two methods, the first and the last level; not science):
+  python experiments/study.py --workdir=runs/study_quick --quick --seeds=0,1
+
+The primary endpoint, declared before any cell of the tuned study ran: PRIMARY = CorLoc (exact
+scoring at the original image size, non-difficult objects; excam_jax/evaluation/evaluator.py).
+Every other column is secondary. A report refuses seeds that tuned anything (tuning.csv beside
+the choices file), and a method in INHERITS takes the choice of the method it controls (a control
+differs from it in one factor only).
+
+One training per cell (method, body_cue, seed, setting), each in its own process under
+<workdir>/runs/<method>_cue<c>_seed<s>[_<setting>], then evaluated on the split. A row is written
+to <workdir>/study.csv (tuning.csv when tuning) as each cell finishes; a killed study resumes where
+it stopped (finished cells are skipped, an unfinished training resumes from its checkpoint). After
+every cell the tables (study.md: mean +- 95 % t-interval per method and level; paired differences
+from the best baseline at each level with the sign-flip p-value and Benjamini-Hochberg q-values)
+and study.png are rewritten.
 
 The seed sets both the training seed and the data set's seed, so the intervals cover both.
-Methods: see METHODS; `body_only` and `part_only` are WILDCAT trained on the probes of the data
-set (parts painted over, bodies left out): they certify what each cue carries at a level.
-Settings: configs/synthetic.py with CELL (the full study) or QUICK (--quick: short runs for smoke
-tests, not science) on top, both with BAND's pooling (kmax 0.05); --set=field=value,... adds
-overrides to every cell (--set=model.kmax=0.3 gives the default run's pooling).
+`body_only` and `part_only` are WILDCAT trained on the probes of the data set (parts painted over,
+bodies left out): they certify what each cue carries at a level. Cells run configs/synthetic.py
+with CELL (QUICK for --quick) on top; --set=field=value,... adds overrides to every cell (a field a
+method tunes cannot be set this way).
 """
 
 import argparse
 import csv
 import io
+import itertools
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
 
+from experiments import stats  # pylint: disable=wrong-import-position
+
+# Kept under their old names for the scripts that import them from here.
+t_quantile, mean_ci, format_ci = stats.t_quantile, stats.mean_ci, stats.format_ci
+
+PRIMARY = 'corloc'  # The primary endpoint: chooses every setting; claims are made on it.
+
+_EXCAM = {'model.head': 'excam', 'model.self_drop': False}
 # name -> config overrides (field -> value).
 METHODS = {
     'cam': {'model.head': 'cam'},
     'wildcat': {'model.head': 'wildcat'},
-    'excam': {'model.head': 'excam', 'model.self_drop': False},
+    # Control: the class-wise max over the M maps instead of the mean. With M = 2, delta = 0.5
+    # and self_drop=False ex-CAM's class map is positive exactly where max(F1, F2) is.
+    'wildcat_max': {'model.head': 'wildcat', 'model.class_pooling': 'max'},
+    'excam': dict(_EXCAM),
+    # Controls of ex-CAM's mechanism: hard masks (no straight-through gradient), delta 0.7
+    # (the max identity no longer holds), more maps (a sequential mechanism covers more).
+    'excam_hard': dict(_EXCAM, **{'model.straight_through': False}),
+    'excam_d07': dict(_EXCAM, **{'model.drop_threshold': 0.7}),
+    'excam_m4': dict(_EXCAM, **{'model.num_maps': 4}),
+    'excam_m8': dict(_EXCAM, **{'model.num_maps': 8}),
     'excam_selfdrop': {'model.head': 'excam', 'model.self_drop': True},
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
+    # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0
+    # instead of its relative rule.
+    'acol_zero': {'model.head': 'acol', 'model.acol_fusion': 'logits'},
     'acol_excam': {'model.head': 'acol', 'model.acol_head': 'excam', 'model.self_drop': False},
     'wildcat_erase': {'model.head': 'wildcat', 'eval.map_expansion': 'erase'},
     # WILDCAT's maps boxed by ACoL's relative rule (above half of each map's range).
     'wildcat_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'relative'},
-    # Adversarial climbing (AdvCAM) on WILDCAT's trainings, 8 steps; then the relative rule too.
-    'wildcat_advcam': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam',
-                       'eval.map_expansion_steps': 8},
-    'wildcat_advcam_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam+relative',
-                                'eval.map_expansion_steps': 8},
-    'excam_erase': {'model.head': 'excam', 'model.self_drop': False,
-                    'eval.map_expansion': 'erase'},
+    # Adversarial climbing as published (AdvCAM) on WILDCAT's trainings; then the relative rule.
+    'wildcat_advcam': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam'},
+    'wildcat_advcam_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam+relative'},
+    'excam_erase': dict(_EXCAM, **{'eval.map_expansion': 'erase'}),
     'body_only': {'model.head': 'wildcat', 'data.parts.probe': 'body_only'},
     'part_only': {'model.head': 'wildcat', 'data.parts.probe': 'part_only'},
 }
-BASELINE = 'wildcat'
+BASELINE = 'wildcat'  # The baseline of untuned tables when no other baseline ran.
+# The baselines a method of this project must beat (the best of those present at a level).
+BASELINES = ('cam', 'wildcat', 'wildcat_max', 'wildcat_relative', 'wildcat_advcam',
+             'wildcat_advcam_relative', 'adl', 'acol', 'acol_zero')
 # Methods that differ from another only at inference: they evaluate that method's training.
 TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'wildcat_advcam': 'wildcat',
-              'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam'}
+              'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam', 'acol_zero': 'acol'}
+# Model fields that change only inference: set on the restored model at evaluation.
+INFERENCE_MODEL_FIELDS = ('model.acol_fusion',)
+
+# The search spaces (field -> values; every combination is a setting), run with --tune.
+KMAX_GRID = (0.015, 0.05, 0.1, 0.2, 0.3)
+_KMAX = {'model.kmax': KMAX_GRID}
+GRIDS = {
+    'cam': {},  # Global average pooling: no pooling knob; its boxes keep z > 0 like the others'.
+    'wildcat': _KMAX, 'wildcat_max': _KMAX, 'excam': _KMAX, 'excam_selfdrop': _KMAX,
+    'adl': dict(_KMAX, **{'model.adl_gamma': (0.8, 0.9)}),
+    'acol': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
+    'acol_excam': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
+    'body_only': {}, 'part_only': {},
+}
+# Controls take the setting chosen for the method they control; so does AdvCAM, whose own knobs
+# stay at the published values: it climbs the tuned WILDCAT (27 climbing passes per class make
+# its evaluation about 360x WILDCAT's, too costly to repeat over the pooling grid).
+INHERITS = {'excam_hard': 'excam', 'excam_d07': 'excam', 'excam_m4': 'excam', 'excam_m8': 'excam',
+            'wildcat_advcam': 'wildcat', 'wildcat_advcam_relative': 'wildcat'}
+for _variant, _base in TRAINED_AS.items():  # An inference variant searches its training's space.
+  if _variant not in INHERITS:
+    GRIDS[_variant] = GRIDS[_base]
+
 TIMING_FILE = 'train_seconds.json'  # In a cell's run folder: the training's wall time.
-# Overrides of every cell of the full study, and of --quick.
-# The test bed's pooling: k-max over the top 5 % of the cells (configs/synthetic.py has 0.3). There
-# WILDCAT's maps cover under half of the body even where the body is evidence (body_cue 1), the
-# band where expansion can be seen (experiments/results/study_band.md); at 0.3 they already
-# cover most of it (study_all.md, made with --set=model.kmax=0.3).
-BAND = {'model.kmax': 0.05}
+# Overrides of every cell, and of --quick. The pooling is configs/synthetic.py's (kmax 0.3) unless
+# a tuned setting or --set gives another.
 CELL = {'data.parts.num_train': 2000, 'data.parts.num_eval': 300, 'train.num_epochs': 8,
         'optim.warmup_steps': 50, 'train.eval_every_steps': 10 ** 6,
-        'train.checkpoint_every_steps': 100, **BAND}
+        'train.checkpoint_every_steps': 100}
 QUICK = {'data.parts.num_train': 384, 'data.parts.num_eval': 96, 'train.num_epochs': 4,
          'optim.warmup_steps': 10, 'train.eval_every_steps': 10 ** 6,
-         'train.checkpoint_every_steps': 24, 'train.log_every_steps': 12, **BAND}
+         'train.checkpoint_every_steps': 24, 'train.log_every_steps': 12}
 QUICK_CUES = 2  # --quick runs the first and the last of the --body_cue levels.
+QUICK_METHODS = ('wildcat', 'excam')  # --quick's methods unless --methods names others.
+SPLITS = ('validation', 'test')
 METRICS = ('classification_map', 'corloc', 'maxboxacc', 'maxboxaccv2', 'localization_ap',
-           'pointwise_ap', 'parts_body_coverage', 'parts_part_coverage',
-           'parts_background_activation')
-COLUMNS = ('method', 'body_cue', 'seed') + METRICS + ('train_s', 'eval_s', 'steps')
+           'pointwise_ap', 'pxap', 'parts_body_coverage', 'parts_part_coverage',
+           'parts_background_activation', 'parts_argmax_in', 'parts_argmax_body',
+           'parts_argmax_outside')
+TEXT_COLUMNS = ('method', 'split', 'setting')
+COLUMNS = ('method', 'body_cue', 'seed', 'split', 'setting') + METRICS + ('train_s', 'eval_s',
+                                                                         'steps')
 CSV_NAME, MD_NAME, PNG_NAME = 'study.csv', 'study.md', 'study.png'
+TUNING_CSV, TUNING_MD, CHOICES_NAME = 'tuning.csv', 'tuning.md', 'choices.json'
+TABLE_METRICS = ('classification_map', 'corloc', 'maxboxaccv2', 'pxap', 'parts_body_coverage',
+                 'parts_background_activation')
 
 
 # ------------------------------------------------------------------------------------------------
-# Statistics (pure functions: tested on hand-computed values).
+# Settings: a dict field -> value, written in rows as 'field=json;field=json' (sorted).
 
-def t_quantile(level, dof):
-  """The two-sided Student-t quantile t_{(1 + level) / 2, dof}."""
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-  return float(stats.t.ppf((1.0 + level) / 2.0, dof))
+def settings_of(grid):
+  """Every combination of a search space {field: values}, in grid order; [{}] for an empty one."""
+  fields = list(grid)
+  return [dict(zip(fields, values)) for values in itertools.product(*(grid[f] for f in fields))]
 
 
-def mean_ci(values, level=0.95):
-  """(mean, half-width of the t-interval, n) of the finite values; NaN half-width when n < 2."""
-  values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
-  n = len(values)
-  if n == 0:
-    return math.nan, math.nan, 0
-  mean = sum(values) / n
-  if n < 2:
-    return mean, math.nan, n
-  sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-  return mean, t_quantile(level, n - 1) * sd / math.sqrt(n), n
+def setting_text(setting):
+  return ';'.join(f'{f}={json.dumps(v)}' for f, v in sorted(setting.items()))
+
+
+def parse_setting(text):
+  out = {}
+  for item in filter(None, (text or '').split(';')):
+    field, _, value = item.partition('=')
+    out[field] = json.loads(value)
+  return out
+
+
+def setting_tag(setting):
+  """A folder-name suffix for the setting ('' for none), e.g. 'kmax0.05_acol_threshold0.5'."""
+  return '_'.join(f'{f.rpartition(".")[2]}{v}' for f, v in sorted(setting.items()))
+
+
+def training_part(setting):
+  """The fields of a setting that change the training (not eval.* nor inference model fields)."""
+  return {f: v for f, v in setting.items()
+          if not f.startswith('eval.') and f not in INFERENCE_MODEL_FIELDS}
+
+
+# ------------------------------------------------------------------------------------------------
+# Tables.
+
+def _key(row):
+  return (row['method'], float(row['body_cue']), int(row['seed']),
+          row.get('split') or 'validation', row.get('setting') or '')
+
+
+def _methods_in(rows):
+  methods = [m for m in METHODS if any(r['method'] == m for r in rows)]
+  return methods + sorted({r['method'] for r in rows} - set(methods))
+
+
+def _cells(rows):
+  """(method, body_cue, its rows) for every pair that has rows, methods in METHODS order."""
+  for method in _methods_in(rows):
+    for cue in sorted({float(r['body_cue']) for r in rows if r['method'] == method}):
+      yield method, cue, [r for r in rows if r['method'] == method and float(r['body_cue']) == cue]
+
+
+def _table_head(columns):
+  """A markdown table's header and rule lines."""
+  return '| ' + ' | '.join(columns) + ' |', '|' + ' --- |' * len(columns)
 
 
 def paired_differences(rows, metric, method, baseline=BASELINE):
-  """Per body_cue: the per-seed differences method - baseline, over the seeds both ran."""
+  """Per body_cue: the per-seed differences method - baseline, over the seeds both ran (rows of
+  one split and one setting per method)."""
   table = {(r['method'], float(r['body_cue']), int(r['seed'])): float(r[metric]) for r in rows}
   out = {}
   for (name, cue, seed), value in sorted(table.items()):
@@ -112,50 +212,118 @@ def paired_differences(rows, metric, method, baseline=BASELINE):
   return out
 
 
-def format_ci(mean, half):
-  if not math.isfinite(mean):
-    return '-'
-  return f'{mean:.3f}' if not math.isfinite(half) else f'{mean:.3f} ± {half:.3f}'
+def best_baseline(rows, cue, metric=PRIMARY):
+  """The baseline (BASELINES) with the highest mean `metric` at `cue` among the rows, or
+  BASELINE when none of them ran there (then possibly absent too).
+
+  Taking the best on the reported rows themselves can only favour the baseline: a claim against
+  it is conservative.
+  """
+  means = {m: stats.mean_ci([r[metric] for r in rows if r['method'] == m
+                             and float(r['body_cue']) == cue])[0] for m in BASELINES}
+  means = {m: v for m, v in means.items() if math.isfinite(v)}
+  return max(means, key=lambda m: (means[m], -BASELINES.index(m))) if means else BASELINE
 
 
-def markdown(rows, level=0.95, metrics=('classification_map', 'corloc', 'maxboxaccv2',
-                                          'localization_ap', 'parts_body_coverage',
-                                          'parts_background_activation')):
-  """The study's tables: mean ± interval per (method, cue); paired differences from WILDCAT."""
-  methods = [m for m in METHODS if any(r['method'] == m for r in rows)]
-  methods += sorted({r['method'] for r in rows} - set(methods))
-  cues = sorted({float(r['body_cue']) for r in rows})
-  pct = int(round(level * 100))
-  lines = [f'Mean ± half-width of the {pct} % t-interval over seeds (n = seeds); exact scoring, '
-           'validation split, non-difficult objects.', '',
-           '| method | body_cue | n | ' + ' | '.join(metrics) + ' | train s | eval s |',
-           '| --- | --- | --- | ' + ' | '.join('---' for _ in metrics) + ' | --- | --- |']
-  for method in methods:
-    for cue in cues:
-      cell = [r for r in rows if r['method'] == method and float(r['body_cue']) == cue]
-      if not cell:
+def comparisons(rows, metrics=TABLE_METRICS, level=0.95):
+  """Paired differences of every method from the best baseline at each level.
+
+  Returns:
+    One dict per (method, body_cue) with 'baseline', 'n' and per metric a dict of mean, half,
+    p (exact sign-flip) and q (Benjamini-Hochberg over every p of the returned list).
+  """
+  out = []
+  for cue in sorted({float(r['body_cue']) for r in rows}):
+    baseline = best_baseline(rows, cue)
+    for method in _methods_in(rows):
+      if method == baseline:
         continue
-      stats = [mean_ci([r[m] for r in cell], level) for m in metrics]
-      train_s = mean_ci([r['train_s'] for r in cell], level)[0]
-      eval_s = mean_ci([r.get('eval_s', math.nan) for r in cell], level)[0]
-      lines.append(f'| {method} | {cue:g} | {len(cell)} | '
-                   + ' | '.join(format_ci(s[0], s[1]) for s in stats)
+      entry = {'method': method, 'body_cue': cue, 'baseline': baseline, 'n': 0}
+      for metric in metrics:
+        diffs = paired_differences(rows, metric, method, baseline).get(cue, [])
+        mean, half, n = stats.mean_ci(diffs, level)
+        entry['n'] = max(entry['n'], n)
+        entry[metric] = {'mean': mean, 'half': half, 'p': stats.sign_flip_p(diffs)}
+      if entry['n']:
+        out.append(entry)
+  cells = [e[m] for e in out for m in metrics]
+  for cell, q in zip(cells, stats.bh_qvalues([c['p'] for c in cells])):
+    cell['q'] = q
+  return out
+
+
+def markdown(rows, level=0.95, metrics=TABLE_METRICS):
+  """The study's tables per split: mean ± interval per (method, cue); paired differences from the
+  best baseline at each level with p- and q-values."""
+  pct = int(round(level * 100))
+  lines = []
+  for split in sorted({r.get('split') or 'validation' for r in rows}):
+    mine = [r for r in rows if (r.get('split') or 'validation') == split]
+    lines += [f'## {split} split', '',
+              f'Mean ± half-width of the {pct} % t-interval over seeds (n = seeds); exact scoring, '
+              f'non-difficult objects. Primary endpoint: {PRIMARY}; the rest is secondary.', '',
+              *_table_head(('method', 'body_cue', 'setting', 'n') + tuple(metrics)
+                           + ('train s', 'eval s'))]
+    for method, cue, cell in _cells(mine):
+      setting = ', '.join(sorted({r.get('setting') or '-' for r in cell}))
+      cis = [stats.mean_ci([r.get(m, math.nan) for r in cell], level) for m in metrics]
+      train_s = stats.mean_ci([r['train_s'] for r in cell])[0]
+      eval_s = stats.mean_ci([r.get('eval_s', math.nan) for r in cell])[0]
+      lines.append(f'| {method} | {cue:g} | {setting} | {len(cell)} | '
+                   + ' | '.join(stats.format_ci(c[0], c[1]) for c in cis)
                    + f' | {train_s:.0f} | {eval_s:.0f} |')
-  others = [m for m in methods if m != BASELINE]
-  if BASELINE in methods and others:
-    lines += ['', f'Paired differences from {BASELINE} (method − {BASELINE}, same seed and '
-              f'body_cue), mean ± {pct} % t-interval; an interval that excludes 0 is a '
-              'difference the seeds resolve.', '',
-              '| method | body_cue | n | ' + ' | '.join(f'Δ {m}' for m in metrics) + ' |',
-              '| --- | --- | --- | ' + ' | '.join('---' for _ in metrics) + ' |']
-    for method in others:
-      diffs = {m: paired_differences(rows, m, method) for m in metrics}
-      for cue in cues:
-        if cue not in diffs[metrics[0]]:
-          continue
-        stats = [mean_ci(diffs[m].get(cue, []), level) for m in metrics]
-        lines.append(f'| {method} | {cue:g} | {stats[0][2]} | '
-                     + ' | '.join(format_ci(s[0], s[1]) for s in stats) + ' |')
+    found = comparisons(mine, metrics, level)
+    if found:
+      lines += ['', f'Paired differences from the best baseline at each level (the baseline with '
+                f'the highest mean {PRIMARY} among {", ".join(BASELINES)} that ran; method − '
+                f'baseline, same seed), mean ± {pct} % t-interval, then the exact sign-flip '
+                'p-value and the Benjamini-Hochberg q-value over every comparison of this table.',
+                '', *_table_head(('method', 'body_cue', 'baseline', 'n')
+                                 + tuple(f'Δ {m} (p, q)' for m in metrics))]
+      for e in found:
+        lines.append(f"| {e['method']} | {e['body_cue']:g} | {e['baseline']} | {e['n']} | "
+                     + ' | '.join(f"{stats.format_difference(e[m]['mean'], e[m]['half'])} "
+                                  f"({stats.format_p(e[m]['p'])}, {stats.format_p(e[m]['q'])})"
+                                  for m in metrics) + ' |')
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def choose(rows, metric=PRIMARY):
+  """The tuned choices: {method: {body_cue text: setting}} maximising the mean `metric` over the
+  seeds of each setting (a NaN counts as 0: a failed run is no better); among settings that ran
+  on fewer seeds than the method's most, none is chosen; ties go to the earlier grid entry."""
+  out = {}
+  for method in _methods_in(rows):
+    for cue in sorted({float(r['body_cue']) for r in rows if r['method'] == method}):
+      cell = [r for r in rows if r['method'] == method and float(r['body_cue']) == cue]
+      seeds = {}
+      for r in cell:
+        value = float(r[metric])
+        seeds.setdefault(r.get('setting') or '', []).append(value if math.isfinite(value) else 0.0)
+      most = max(len(v) for v in seeds.values())
+      order = [setting_text(s) for s in settings_of(GRIDS.get(method, {}))]
+      rank = lambda text: order.index(text) if text in order else len(order)
+      complete = [t for t, v in seeds.items() if len(v) == most]
+      best = max(complete, key=lambda t: (sum(seeds[t]) / most, -rank(t)))
+      out.setdefault(method, {})[f'{cue:g}'] = parse_setting(best)
+  return out
+
+
+def tuning_markdown(rows, chosen, level=0.95):
+  """Every setting's mean ± interval of the primary endpoint per method and level; the chosen one
+  in bold."""
+  lines = [f'Tuning on the validation split: mean ± {int(round(level * 100))} % t-interval over '
+           f'the tuning seeds of {PRIMARY} (primary; chooses) and of the secondary endpoints.', '',
+           *_table_head(('method', 'body_cue', 'setting', 'n') + TABLE_METRICS)]
+  for method, cue, cell in _cells(rows):
+    for text in sorted({r.get('setting') or '' for r in cell}, key=lambda t: sorted(parse_setting(t).items())):
+      mine = [r for r in cell if (r.get('setting') or '') == text]
+      cis = [stats.mean_ci([r.get(m, math.nan) for r in mine], level) for m in TABLE_METRICS]
+      picked = chosen.get(method, {}).get(f'{cue:g}') == parse_setting(text)
+      shown = text or '-'
+      lines.append(f"| {method} | {cue:g} | {f'**{shown}**' if picked else shown} | {len(mine)} | "
+                   + ' | '.join(stats.format_ci(c[0], c[1]) for c in cis) + ' |')
   return '\n'.join(lines) + '\n'
 
 
@@ -165,16 +333,14 @@ def plot(rows, path, level=0.95):
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-  methods = [m for m in METHODS if any(r['method'] == m for r in rows)]
-  methods += sorted({r['method'] for r in rows} - set(methods))
-  for ax, metric, title in zip(axes, ('corloc', 'parts_body_coverage'),
+  for ax, metric, title in zip(axes, (PRIMARY, 'parts_body_coverage'),
                                ('CorLoc', 'body coverage (z > 0)')):
-    for method in methods:
+    for method in _methods_in(rows):
       cues = sorted({float(r['body_cue']) for r in rows if r['method'] == method})
-      stats = [mean_ci([r[metric] for r in rows if r['method'] == method
-                        and float(r['body_cue']) == c], level) for c in cues]
-      means = [s[0] for s in stats]
-      halves = [0.0 if not math.isfinite(s[1]) else s[1] for s in stats]
+      cis = [stats.mean_ci([r[metric] for r in rows if r['method'] == method
+                            and float(r['body_cue']) == c], level) for c in cues]
+      means = [c[0] for c in cis]
+      halves = [0.0 if not math.isfinite(c[1]) else c[1] for c in cis]
       line, = ax.plot(cues, means, marker='o', label=method)
       ax.fill_between(cues, [m - h for m, h in zip(means, halves)],
                       [m + h for m, h in zip(means, halves)], color=line.get_color(), alpha=0.2)
@@ -189,25 +355,29 @@ def plot(rows, path, level=0.95):
 
 
 # ------------------------------------------------------------------------------------------------
-# Results file.
+# Results files.
 
 def read_rows(path):
-  """The rows of study.csv (numbers as floats, seed as int); [] when there is none."""
+  """The rows of a study's CSV (numbers as floats, seed as int; rows of older studies, which
+  lack the split and setting columns, are validation rows at no setting); [] when there is none."""
   if not os.path.exists(path):
     return []
   with open(path, newline='', encoding='utf-8') as f:
     rows = list(csv.DictReader(f))
   for row in rows:
-    for key in COLUMNS[1:]:
-      if key in row:
+    for key in COLUMNS:
+      if key in TEXT_COLUMNS:
+        continue
+      if key in row and row[key] is not None:
         row[key] = float(row[key]) if row[key] not in ('', 'nan') else math.nan
     row['seed'] = int(row['seed'])
+    row['split'] = row.get('split') or 'validation'
+    row['setting'] = row.get('setting') or ''
   return rows
 
 
 def write_rows(path, rows):
-  """Rewrites study.csv atomically (a killed study never leaves half a line)."""
-  sys.path.insert(0, REPO)
+  """Rewrites a study's CSV atomically (a killed study never leaves half a line)."""
   from excam_jax import files  # pylint: disable=g-import-not-at-top
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction='ignore', lineterminator='\n')
@@ -217,24 +387,58 @@ def write_rows(path, rows):
   files.write_text(path, out.getvalue())
 
 
-def cell_name(method, cue, seed):
-  return f'{method}_cue{cue:g}_seed{seed}'
+def cell_name(method, cue, seed, setting=None):
+  tag = setting_tag(setting or {})
+  return f'{method}_cue{cue:g}_seed{seed}' + (f'_{tag}' if tag else '')
 
 
-def write_summary(workdir, rows, command):
-  sys.path.insert(0, REPO)
+def write_summary(workdir, rows, command, tuning=False):
+  """study.md and study.png; when tuning, tuning.md and choices.json instead."""
   from excam_jax import files  # pylint: disable=g-import-not-at-top
+  if tuning:
+    chosen = choose(rows)
+    files.write_text(os.path.join(workdir, CHOICES_NAME), json.dumps(chosen, indent=2) + '\n')
+    files.write_text(os.path.join(workdir, TUNING_MD), f'# Tuning\n\nCommand: `{command}`\n\n'
+                     + tuning_markdown(rows, chosen))
+    return
   files.write_text(os.path.join(workdir, MD_NAME),
                    f'# Study\n\nCommand: `{command}`\n\n' + markdown(rows))
   plot(rows, os.path.join(workdir, PNG_NAME))
 
 
+def read_choices(path, methods, cues):
+  """{(method, cue): setting} from a choices.json for every method and level asked (a method in
+  INHERITS takes its controlled method's); exits with one line when one is missing."""
+  try:
+    with open(path, encoding='utf-8') as f:
+      chosen = json.load(f)
+  except (OSError, ValueError) as err:
+    sys.exit(f'error: cannot read the choices {path} ({err}); pass the choices.json that '
+             '`study.py --tune` wrote.')
+  out = {}
+  for method in methods:
+    source = INHERITS.get(method, method)
+    for cue in cues:
+      setting = chosen.get(source, {}).get(f'{cue:g}')
+      if not isinstance(setting, dict):
+        sys.exit(f'error: {path} has no choice for {source} at body_cue {cue:g}; tune it first '
+                 f'(study.py --tune --methods={source} --body_cue={cue:g}).')
+      out[(method, cue)] = setting
+  return out
+
+
+def tuning_seeds(choices_path):
+  """The seeds of the tuning.csv beside a choices file (empty when there is none)."""
+  rows = read_rows(os.path.join(os.path.dirname(os.path.abspath(choices_path)), TUNING_CSV))
+  return {int(r['seed']) for r in rows}
+
+
 # ------------------------------------------------------------------------------------------------
 # One cell (run in its own process).
 
-def cell_config(method, cue, seed, quick, extra=()):
-  """configs/synthetic.py with the cell's overrides."""
-  sys.path.insert(0, REPO)
+def cell_config(method, cue, seed, quick, extra=(), setting=None):
+  """configs/synthetic.py with the cell's overrides (CELL or QUICK, the method's, the level and
+  seed, --set's, then the setting's)."""
   from configs import synthetic  # pylint: disable=g-import-not-at-top
   config = synthetic.get_config()
   overrides = dict(QUICK if quick else CELL)
@@ -242,6 +446,7 @@ def cell_config(method, cue, seed, quick, extra=()):
   overrides.update({'data.parts.body_cue': float(cue), 'train.seed': int(seed),
                     'data.parts.seed': int(seed)})
   overrides.update(dict(extra))
+  overrides.update(setting or {})
   for field, value in overrides.items():
     section, _, name = field.rpartition('.')
     node = config
@@ -257,17 +462,17 @@ def config_checks_validate(config):
   config_checks.validate(config)
 
 
-def train_cell(method, cue, seed, workdir, quick, extra):
+def train_cell(method, cue, seed, workdir, quick, extra, setting=None):
   """Trains (or resumes, or finds finished) one cell's model: (run folder, steps, train s).
 
   The training time is that of the process that trained it (kept in the run folder), so a
   method that evaluates another's training (TRAINED_AS) reports the same cost.
   """
-  config = cell_config(method, cue, seed, quick, extra)
+  config = cell_config(method, cue, seed, quick, extra, setting)
   config_checks_validate(config)
   from excam_jax import files  # pylint: disable=g-import-not-at-top
   from excam_jax import train  # pylint: disable=g-import-not-at-top
-  run_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed))
+  run_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting))
   timing = os.path.join(run_dir, TIMING_FILE)
   start = time.perf_counter()
   result = train.train_and_evaluate(config, run_dir)
@@ -280,25 +485,40 @@ def train_cell(method, cue, seed, workdir, quick, extra):
   return run_dir, result['final_step'], train_s
 
 
-def run_cell(method, cue, seed, workdir, quick, extra):
-  """Trains (or resumes) and evaluates one cell; returns its row."""
+def metrics_row(metrics):
+  """The METRICS of a metrics.json (parts_argmax_in's dict becomes three fractions)."""
+  where = metrics.get('parts_argmax_in')
+  flat = dict(metrics)
+  if isinstance(where, dict):
+    flat.update(parts_argmax_in=where.get('part'), parts_argmax_body=where.get('body'),
+                parts_argmax_outside=where.get('outside'))
+  return {k: math.nan if flat.get(k) is None else float(flat[k]) for k in METRICS}
+
+
+def run_cell(method, cue, seed, workdir, quick, extra, split='validation', setting=None):
+  """Trains (or resumes) and evaluates one cell on `split`; returns its row."""
+  setting = dict(setting or {})
   base = TRAINED_AS.get(method, method)
-  run_dir, steps, train_s = train_cell(base, cue, seed, workdir, quick, extra)
+  run_dir, steps, train_s = train_cell(base, cue, seed, workdir, quick, extra,
+                                       training_part(setting))
   from excam_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
-  eval_fields = {k.split('.', 1)[1]: v for k, v in METHODS[method].items()
-                 if k.startswith('eval.')}
-  own_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed))
+  fields = dict(METHODS[method], **setting)
+  expansion = {k.split('.', 1)[1]: v for k, v in fields.items() if k.startswith('eval.')}
+  model = {k.split('.', 1)[1]: v for k, v in fields.items() if k in INFERENCE_MODEL_FIELDS}
+  own_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting))
   start = time.perf_counter()
-  out_dir = runner.evaluate_checkpoint(run_dir, figures=0, output=os.path.join(own_dir, 'eval'),
-                                       expansion=eval_fields)
+  out_dir = runner.evaluate_checkpoint(
+      run_dir, split=split, figures=0, expansion=expansion, model_overrides=model or None,
+      output=os.path.join(own_dir, 'eval' if split == 'validation' else f'eval_{split}'),
+      # AdvCAM and AdvCAM + the relative rule climb once per training.
+      outputs_cache=(os.path.join(run_dir, 'outputs')
+                     if 'advcam' in expansion.get('map_expansion', '') else None))
   eval_s = time.perf_counter() - start
   with open(os.path.join(out_dir, 'metrics.json'), encoding='utf-8') as f:
     metrics = json.load(f)
-  row = {'method': method, 'body_cue': float(cue), 'seed': int(seed),
-         'train_s': train_s, 'eval_s': eval_s, 'steps': steps}
-  for key in METRICS:
-    value = metrics.get(key)
-    row[key] = math.nan if value is None else float(value)
+  row = {'method': method, 'body_cue': float(cue), 'seed': int(seed), 'split': split,
+         'setting': setting_text(setting), 'train_s': train_s, 'eval_s': eval_s, 'steps': steps}
+  row.update(metrics_row(metrics))
   return row
 
 
@@ -316,20 +536,12 @@ def _parse_extra(text):
   return pairs
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
-  parser.add_argument('--methods', default=','.join(METHODS),
-                      help=f'comma list of {", ".join(METHODS)}')
-  parser.add_argument('--body_cue', default='0,0.25,0.5,1', help='comma list of levels in [0, 1]')
-  parser.add_argument('--seeds', default='0,1,2', help='comma list of seeds')
-  parser.add_argument('--workdir', required=True)
-  parser.add_argument('--quick', action='store_true',
-                      help=f'short runs at the first and last cue level ({QUICK})')
-  parser.add_argument('--set', default='', help='extra overrides: field=json_value,...')
-  parser.add_argument('--cell', default='', help=argparse.SUPPRESS)
-  args = parser.parse_args()
+def plan(args, parser):
+  """The cells to run: (method, body_cue, seed, split, setting) in order, from the flags."""
   try:
-    methods = _parse_list(args.methods, str)
+    explicit = args.methods is not None
+    methods = _parse_list(args.methods, str) if explicit else (
+        list(QUICK_METHODS) if args.quick else list(METHODS))
     cues = _parse_list(args.body_cue, float)
     seeds = _parse_list(args.seeds, int)
     extra = _parse_extra(args.set)
@@ -340,73 +552,146 @@ def main():
     parser.error(f'unknown methods {unknown}; choose from {list(METHODS)}')
   if not cues or any(not 0.0 <= c <= 1.0 for c in cues) or not seeds:
     parser.error('give --body_cue levels in [0, 1] and at least one seed')
-  workdir = os.path.abspath(args.workdir)
-  if args.cell:
-    method, cue, seed = args.cell.split(',')
-    row = run_cell(method, float(cue), int(seed), workdir, args.quick, extra)
-    print('ROW ' + json.dumps(row), flush=True)
-    return
+  if args.split not in SPLITS:
+    parser.error(f'--split is one of {SPLITS}')
+  if args.tune and (args.choices or args.split != 'validation'):
+    parser.error('--tune chooses on the validation split; it takes neither --choices nor --split')
   if args.quick:
     cues = sorted({cues[0], cues[-1]})[:QUICK_CUES]
-  cells = [(m, c, s) for s in seeds for c in cues for m in methods]
+  settings = {}
+  if args.tune:
+    methods = [m for m in methods if m not in INHERITS]
+    for m in methods:
+      settings[m] = [settings_of(GRIDS.get(m, {}))] * len(cues)
+  elif args.choices:
+    used = tuning_seeds(args.choices) & set(seeds)
+    if used:
+      parser.error(f'seeds {sorted(used)} tuned the choices (tuning.csv beside '
+                   f'{args.choices}); report with seeds never used for a choice')
+    chosen = read_choices(args.choices, methods, cues)
+    for m in methods:
+      settings[m] = [[chosen[(m, c)]] for c in cues]
+  else:
+    for m in methods:
+      settings[m] = [[{}]] * len(cues)
+  tuned = {f for m in methods for per_cue in settings[m] for s in per_cue for f in s}
+  clash = sorted(tuned & {f for f, _ in extra})
+  if clash:
+    parser.error(f'--set gives {clash}, which the settings choose; leave them out of --set')
+  if args.tune:  # A level, then a method, is finished before the next: choices come early.
+    return [(m, c, s, args.split, setting) for i, c in enumerate(cues) for m in methods
+            for setting in settings[m][i] for s in seeds]
+  # Seed by seed: whatever has run holds every method for the seeds done (paired differences).
+  return [(m, c, s, args.split, setting) for s in seeds for i, c in enumerate(cues)
+          for m in methods for setting in settings[m][i]]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
+  parser.add_argument('--methods', default=None,
+                      help=f'comma list of {", ".join(METHODS)} (default: all; with --quick: '
+                      f'{",".join(QUICK_METHODS)})')
+  parser.add_argument('--body_cue', default='0,0.25,0.5,1', help='comma list of levels in [0, 1]')
+  parser.add_argument('--seeds', default='0,1,2', help='comma list of seeds')
+  parser.add_argument('--workdir', required=True)
+  parser.add_argument('--tune', action='store_true',
+                      help='run every setting of each method\'s search space (GRIDS) on the '
+                      'validation split; writes tuning.csv, tuning.md and choices.json')
+  parser.add_argument('--choices', default='', help='choices.json: run each method at its choice')
+  parser.add_argument('--split', default='validation', help=f'the split scored: one of {SPLITS}')
+  parser.add_argument('--quick', action='store_true',
+                      help=f'short runs at the first and last cue level ({QUICK})')
+  parser.add_argument('--set', default='', help='extra overrides: field=json_value,...')
+  parser.add_argument('--cell', default='', help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  workdir = os.path.abspath(args.workdir)
+  extra = _parse_extra(args.set)
+  if args.cell:
+    cell = json.loads(args.cell)
+    row = run_cell(cell['method'], float(cell['cue']), int(cell['seed']), workdir, args.quick,
+                   extra, cell['split'], cell['setting'])
+    print('ROW ' + json.dumps(row), flush=True)
+    return
+  cells = plan(args, parser)
+  stop_cells_on_sigterm()
   command = 'python experiments/study.py ' + ' '.join(sys.argv[1:])
-  launch = lambda method, cue, seed: launch_cell(method, cue, seed, workdir, args.quick, args.set)
+  launch = lambda *cell: launch_cell(*cell, workdir, args.quick, args.set)
   try:
-    rows = run_study(workdir, cells, command, launch)
+    rows = run_study(workdir, cells, command, launch, tuning=args.tune)
   except CellFailed as err:
     sys.exit(f'error: {err} Rerun the same command to resume.')
-  print(f'{len(rows)} rows in {os.path.join(workdir, CSV_NAME)}; tables in '
-        f'{os.path.join(workdir, MD_NAME)}')
+  print(f'{len(rows)} rows in {os.path.join(workdir, TUNING_CSV if args.tune else CSV_NAME)}; '
+        f'tables in {os.path.join(workdir, TUNING_MD if args.tune else MD_NAME)}')
+
+
+def stop_cells_on_sigterm():
+  """SIGTERM unwinds the study like Ctrl-C, so that `launch_cell` stops the running cell too
+  (with SIGTERM: it saves its checkpoint) instead of leaving it running alone."""
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit('stopped: SIGTERM; rerun the same command '
+                                                    'to resume.'))
 
 
 class CellFailed(Exception):
   """A cell's process failed; the message names its log."""
 
 
-def launch_cell(method, cue, seed, workdir, quick, extra_text):
+def launch_cell(method, cue, seed, split, setting, workdir, quick, extra_text):
   """Runs one cell in its own process (stderr to its log); returns its row."""
-  cmd = [sys.executable, os.path.abspath(__file__), f'--cell={method},{cue},{seed}',
-         f'--workdir={workdir}', f'--set={extra_text}'] + (['--quick'] if quick else [])
-  log_path = os.path.join(workdir, 'runs', cell_name(method, cue, seed) + '.log')
+  cell = json.dumps({'method': method, 'cue': cue, 'seed': seed, 'split': split,
+                     'setting': setting})
+  cmd = [sys.executable, os.path.abspath(__file__), f'--cell={cell}', f'--workdir={workdir}',
+         f'--set={extra_text}'] + (['--quick'] if quick else [])
+  log_path = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting) + '.log')
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, 'a', encoding='utf-8') as log:
-    proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                          env=dict(os.environ, PYTHONPATH=REPO), check=False)
-  found = [line[4:] for line in proc.stdout.splitlines() if line.startswith('ROW ')]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+      stdout, _ = proc.communicate()
+    finally:  # Stopped (Ctrl-C, SIGTERM): the cell stops too, saving its checkpoint.
+      if proc.poll() is None:
+        proc.terminate()
+        proc.wait()
+  found = [line[4:] for line in stdout.splitlines() if line.startswith('ROW ')]
   if proc.returncode or not found:
-    raise CellFailed(f'cell {cell_name(method, cue, seed)} failed (exit {proc.returncode}); '
-                     f'see {log_path}.')
+    raise CellFailed(f'cell {cell_name(method, cue, seed, setting)} ({split}) failed (exit '
+                     f'{proc.returncode}); see {log_path}.')
   return json.loads(found[-1])
 
 
-def run_study(workdir, cells, command, launch):
-  """Runs the cells not in <workdir>/study.csv yet, appending each row as it comes.
+def run_study(workdir, cells, command, launch, tuning=False):
+  """Runs the cells not in the study's CSV yet, writing each row as it comes.
 
   Args:
     workdir: the study's folder.
-    cells: (method, body_cue, seed) triples, in order.
-    command: the command line, for study.md.
-    launch: (method, body_cue, seed) -> row dict (`launch_cell`, or a fake in tests).
+    cells: (method, body_cue, seed[, split, setting]) tuples, in order.
+    command: the command line, for the tables.
+    launch: (the cell's tuple) -> row dict (`launch_cell`, or a fake in tests).
+    tuning: rows go to tuning.csv, tables to tuning.md and choices.json.
 
   Returns:
-    All rows of study.csv.
+    All rows of the CSV.
   """
   os.makedirs(workdir, exist_ok=True)
-  csv_path = os.path.join(workdir, CSV_NAME)
+  csv_path = os.path.join(workdir, TUNING_CSV if tuning else CSV_NAME)
   rows = read_rows(csv_path)
-  done = {(r['method'], float(r['body_cue']), int(r['seed'])) for r in rows}
-  for method, cue, seed in cells:
-    if (method, float(cue), int(seed)) in done:
+  done = {_key(r) for r in rows}
+  for cell in cells:
+    method, cue, seed = cell[:3]
+    split, setting = (cell[3], cell[4]) if len(cell) > 3 else ('validation', {})
+    if (method, float(cue), int(seed), split, setting_text(setting)) in done:
       continue
     started = time.perf_counter()
-    rows.append(launch(method, cue, seed))
+    row = launch(*cell)
+    row.update(split=split, setting=setting_text(setting))
+    rows.append(row)
     write_rows(csv_path, rows)
-    write_summary(workdir, rows, command)
-    print(f'{cell_name(method, cue, seed)}: corloc {rows[-1]["corloc"]:.3f}, body coverage '
-          f'{rows[-1]["parts_body_coverage"]:.3f} ({time.perf_counter() - started:.0f} s)',
-          flush=True)
+    write_summary(workdir, rows, command, tuning)
+    print(f'{cell_name(method, cue, seed, setting)} ({split}): {PRIMARY} {row[PRIMARY]:.3f}, '
+          f'body coverage {row["parts_body_coverage"]:.3f} '
+          f'({time.perf_counter() - started:.0f} s)', flush=True)
   if rows:
-    write_summary(workdir, rows, command)
+    write_summary(workdir, rows, command, tuning)
   return rows
 
 

@@ -1,6 +1,7 @@
 """ACoL (models/acol.py and its two training stages in train.py): maths on literal inputs, the
 staged optimizer, and a two-stage run that evaluates and resumes in either stage."""
 
+import json
 import os
 import shutil
 
@@ -70,6 +71,16 @@ class TestMaths:
                                [[-0.5, -0.5 + (0.5 + 1 / 3) / 2], [0.5, -0.5 + (1 + 1 / 3) / 2]],
                                rtol=1e-6)
 
+  def test_fuse_maps_logits(self):
+    a = jnp.asarray(np.array([[0.0, 2.0], [4.0, -4.0]])[None, :, :, None])
+    b = jnp.asarray(np.array([[3.0, 1.0], [-1.0, 1.0]])[None, :, :, None])
+    # The mean of the raw maps, on the logit scale: z > 0 <=> sigmoid(z) > 0.5.
+    np.testing.assert_array_equal(np.asarray(acol.fuse_maps(a, b, 'logits'))[0, :, :, 0],
+                                  [[1.5, 1.5], [1.5, -1.5]])
+    np.testing.assert_array_equal(acol.fuse_maps(a, b), acol.fuse_maps(a, b, 'normalised'))
+    with pytest.raises(ValueError, match="'normalised' or 'logits'"):
+      acol.fuse_maps(a, b, 'max')
+
 
 class ChannelNet(nn.Module):
   """A stand-in classifier: fixed logits; class map c = input channel c (so erasing shows)."""
@@ -99,6 +110,16 @@ class TestACoLNet:
     want = 0.5 * (_norm(maps_a) + _norm(maps_b)) - 0.5
     np.testing.assert_allclose(np.asarray(aux['class_maps']), want, rtol=1e-5, atol=1e-6)
 
+  def test_logits_fusion_changes_only_the_map(self):
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4, 3)).astype(np.float32))
+    normalised = acol.ACoLNet(a=ChannelNet(), b=ChannelNet()).apply({}, images)
+    logits, aux = acol.ACoLNet(a=ChannelNet(), b=ChannelNet(), fusion='logits').apply({}, images)
+    np.testing.assert_array_equal(logits, normalised[0])  # Scores: A's, unchanged.
+    np.testing.assert_array_equal(aux['erased'], normalised[1]['erased'])
+    np.testing.assert_allclose(aux['class_maps'], 0.5 * (aux['maps_a'] + aux['maps_b']),
+                               rtol=1e-6)
+    assert not np.allclose(aux['class_maps'], normalised[1]['class_maps'])
+
   def test_stage_b_erases_with_the_given_labels(self):
     images = jnp.asarray(np.random.default_rng(1).normal(size=(1, 4, 4, 3)).astype(np.float32))
     net = acol.ACoLNet(a=ChannelNet(), b=ChannelNet(), threshold=0.6)
@@ -116,6 +137,11 @@ class TestACoLNet:
     config.model.acol_head = 'excam'
     model = network.create_model(config.model, 3)
     assert isinstance(model, acol.ACoLNet) and model.threshold == 0.6
+    assert model.fusion == 'normalised'
+    config.model.acol_fusion = 'logits'
+    assert network.create_model(config.model, 3).fusion == 'logits'
+    del config.model['acol_fusion']  # A config saved before the field existed.
+    assert network.create_model(config.model, 3).fusion == 'normalised'
     assert model.a.head.transform is not None and model.b.head.transform is not None
     shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x),
                             jnp.zeros((1, 64, 64, 3)))
@@ -123,7 +149,8 @@ class TestACoLNet:
     assert sorted(shapes['params']['a']) == sorted(shapes['params']['b']) == ['head', 'trunk']
 
   @pytest.mark.parametrize('field, value', [('acol_head', 'acol'), ('acol_head', 'vgg'),
-                                            ('acol_threshold', 1.0), ('acol_threshold', 0)])
+                                            ('acol_threshold', 1.0), ('acol_threshold', 0),
+                                            ('acol_fusion', 'max')])
   def test_bad_fields_are_refused(self, field, value):
     config = tiny.get_config()
     config.model.head = 'acol'
@@ -247,3 +274,22 @@ class TestTwoStageRun:
     assert class_maps.shape == (2, 8, 8, 3) and class_maps.min() >= -0.5 and class_maps.max() <= 0.5
     a_logits, _ = model.apply(variables, images, train=False, method='stage_a')
     np.testing.assert_allclose(logits, np.asarray(a_logits), rtol=1e-5, atol=1e-6)
+
+  def test_evaluate_overrides_the_fusion(self, acol_run, tmp_path):
+    """One checkpoint scored both ways: the maps differ, the scores do not."""
+    results = {}
+    for fusion in ('normalised', 'logits'):
+      out = runner.evaluate_checkpoint(acol_run['workdir'], output=str(tmp_path / fusion),
+                                       figures=0, model_overrides={'acol_fusion': fusion})
+      with open(os.path.join(out, 'metrics.json')) as f:
+        results[fusion] = json.load(f)
+      assert results[fusion]['protocol']['acol_fusion'] == fusion
+    assert (results['logits']['classification_map'] ==
+            results['normalised']['classification_map'])
+    config, variables, _ = checkpoints.restore(acol_run['workdir'])
+    assert config.model.acol_fusion == 'normalised'  # The checkpoint's config is untouched.
+    model = network.create_model(runner.model_fields(config, {'acol_fusion': 'logits'}), 3)
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    _, aux = model.apply(variables, images, train=False)
+    np.testing.assert_allclose(aux['class_maps'], 0.5 * (aux['maps_a'] + aux['maps_b']),
+                               rtol=1e-6)

@@ -102,6 +102,7 @@ class TestCheckpoints:
   def test_fields_added_later_default_for_older_checkpoints(self):
     saved = checkpoints.config_to_dict(tiny.get_config())
     for section, name in (('model', 'acol_head'), ('model', 'acol_threshold'),
+                          ('model', 'acol_fusion'), ('model', 'class_pooling'),
                           ('optim', 'optimizer'), ('optim', 'area_weight')):
       del saved[section][name]
     del saved['data']['parts']['body_cue']

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import cli_util
-from excam_jax.errors import UserError
+from configs import tiny
+from excam_jax import visualize
+from excam_jax.errors import ConfigError, UserError
 from excam_jax.evaluation import boxes
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import report
@@ -196,14 +198,47 @@ def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
   assert metrics_json['num_examples'] == config.data.parts.num_eval
   assert metrics_json['step'] == 5 and metrics_json['dataset'] == 'parts'
   for key in ('classification_map', 'localization_ap', 'pointwise_ap', 'corloc', 'maxboxacc',
-              'maxboxaccv2', 'parts_body_coverage', 'parts_map_precision'):
+              'maxboxaccv2', 'parts_body_coverage', 'parts_map_precision', 'pxap',
+              'mean_class_pxap'):
     assert key in metrics_json
   assert len(metrics_json['per_class']['corloc']) == config.data.parts.num_classes
+  assert len(metrics_json['per_class_pxap']) == config.data.parts.num_classes
   with open(os.path.join(out, 'tables.md')) as f:
-    assert 'parts data set: fraction of body pixels' in f.read()
+    tables = f.read()
+  assert 'parts data set: fraction of body pixels' in tables and '| mean_class_pxap |' in tables
   # The other split goes to its own folder.
   other = runner.evaluate_checkpoint(str(tmp_path), split='test', figures=0, workers=0)
   assert other == os.path.join(out, 'test')
+
+
+def test_model_overrides_change_only_inference_fields():
+  config = tiny.get_config()
+  del config.model['acol_fusion']  # A checkpoint's config from before the field existed.
+  model = runner.model_fields(config, {'acol_fusion': 'logits'})
+  assert model.acol_fusion == 'logits' and 'acol_fusion' not in config.model  # A copy.
+  assert runner.model_fields(config, {'acol_fusion': None}).get('acol_fusion') is None
+  with pytest.raises(ConfigError, match="config.model.acol_fusion='max' is invalid"):
+    runner.model_fields(config, {'acol_fusion': 'max'})
+  with pytest.raises(UserError, match='model.num_maps cannot change at evaluation'):
+    runner.model_fields(config, {'num_maps': 2})
+
+
+def test_cams_are_drawn_on_their_own_scale(tmp_path, monkeypatch):
+  """cams.png draws the heat it is given: an ACoL-like map in [-0.5, 0.5] spans all colours."""
+  drawn = []
+  monkeypatch.setattr(visualize, 'overlay_cam', lambda image, cam: drawn.append(cam) or image)
+  maps = np.array([[-0.5, 0.5], [0.5, 0.0]], np.float32)[None, :, :, None]  # (1, 2, 2, C = 1)
+  examples = {'image': np.zeros((1, 8, 8, 3), np.float32), 'orig_size': np.array([[8, 8]]),
+              'box_labels': np.array([[0]]), 'boxes': np.array([[[0, 0, 0.5, 0.5]]]),
+              'logits': np.array([[1.0]]), 'class_maps': maps}
+  for heat, low, high in ((visualize.heat_fn({'head': 'acol'}), 0.0, 1.0),
+                          (visualize.sigmoid, 1 / (1 + np.exp(0.5)), 1 / (1 + np.exp(-0.5)))):
+    drawn.clear()
+    runner.write_figures(str(tmp_path), examples, ['a'], {'localization_ap': [1.0]}, 'parts',
+                         0.0, heat=heat)
+    assert len(drawn) == 1 and drawn[0].shape == (8, 8)
+    assert drawn[0].min() == pytest.approx(low) and drawn[0].max() == pytest.approx(high)
+  assert os.path.isfile(os.path.join(tmp_path, 'cams.png'))
 
 
 def test_command_reports_a_missing_checkpoint(tmp_path):

@@ -214,3 +214,29 @@ def test_sequential_dropout_module_threshold_parameter(learn, shape):
 def test_sequential_dropout_module_rejects_unknown_learn_threshold():
   with pytest.raises(ValueError, match='learn_threshold'):
     excam.SequentialDropout(learn_threshold='yes').init(jax.random.key(0), random_maps(2))
+
+
+@pytest.mark.parametrize('self_drop, class_map', [
+    # The maps of test_head_with_sequential_dropout_literal: F'_j per cell (map 0, map 1) is
+    # (2, 0), (0, 0) with self_drop and (2, 0), (0, 1.5) without; z = max_j F'_j per cell.
+    (True, [2., 0.]), (False, [2., 1.5])])
+def test_head_with_sequential_dropout_and_class_wise_max(self_drop, class_map):
+  head = wildcat.WildcatHead(num_classes=1, num_maps=2, kmax=1, kmin=1, alpha=1.0,
+                             class_pooling='max',
+                             transform=excam.SequentialDropout(self_drop=self_drop))
+  features = jnp.array([1., -1.]).reshape(1, 1, 2, 1)
+  params = {'classifier': {'kernel': jnp.array([2., -1.]).reshape(1, 1, 1, 2),
+                           'bias': jnp.array([0., 0.5])}}
+  logits, aux = head.apply({'params': params}, features)
+  np.testing.assert_array_equal(aux['class_maps'].ravel(), class_map)
+  np.testing.assert_array_equal(logits, [[sum(class_map) / 2]])  # (max + min) / 2.
+
+
+def test_two_maps_without_self_drop_are_positive_where_their_max_is():
+  # Why the class-wise max is ex-CAM's control: at M = 2, delta = 0.5, self_drop=False,
+  # z = (relu(F_1) + 1[F_1 <= 0] F_2) / 2 is > 0 exactly where max(F_1, F_2) > 0.
+  f = random_maps(2, seed=11)
+  z = excam.sequential_dropout(f, 0.0, self_drop=False).mean(-1)
+  np.testing.assert_array_equal(np.asarray(z) > 0, np.asarray(f.max(-1)) > 0)
+  with_self_drop = excam.sequential_dropout(f, 0.0, self_drop=True).mean(-1)
+  assert np.any((np.asarray(with_self_drop) > 0) != (np.asarray(f.max(-1)) > 0))

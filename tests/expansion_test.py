@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 import cli_util
+import conftest
 from configs import tiny
 from excam_jax import config_checks
 from excam_jax.errors import ConfigError
 from excam_jax.evaluation import runner
 from excam_jax.models import expansion
+from excam_jax.models import network
 
 
 def _norm(x):
@@ -80,87 +82,162 @@ class TestRelative:
     assert np.all(np.asarray(maps) == -0.5)
 
 
-def mean_model(num_classes):
-  """images -> (logits s_c = spatial mean of channel c, maps z_c = channel c): gradients by hand."""
-  def apply(images):
-    maps = images[..., :num_classes]
-    return maps.mean(axis=(1, 2)), maps
-  return apply
+# A literal linear model: maps z = x @ W (a 1x1 convolution), logits s = mean of z + b, so that the
+# reference below can write its gradients out by hand.
+W = np.array([[1.0, 0.2, -0.1], [0.1, 1.0, 0.2], [-0.2, 0.1, 1.0]])  # (channels, classes)
+BIAS = np.array([0.0, -0.1, 0.1])
 
 
-def climb_reference(x, steps, threshold, step_size, weight, num_classes=2):
-  """AdvCAM on mean_model in float64 numpy, with the gradient written out by hand."""
+def linear_model(images):
+  maps = images @ jnp.asarray(W, images.dtype)
+  return maps.mean(axis=(1, 2)) + jnp.asarray(BIAS, images.dtype), maps
+
+
+def _max_norm(x):
+  """x / its maximum over space per map (axes 1, 2), 0 where it is all <= 0."""
+  peak = x.max(axis=(1, 2), keepdims=True)
+  return np.where(peak > 0, x / np.where(peak > 0, peak, 1), 0.0)
+
+
+def climb_reference(x, steps, threshold, step_size, weight, max_classes=2, current_mask=False):
+  """(logits, maps): AdvCAM on linear_model in float64 numpy from the paper's equations, one
+  (image, class) at a time, with the gradient written out by hand."""
   x = x.astype(np.float64)
-  b, h, w, _ = x.shape
-  low = x.min(axis=(1, 2, 3), keepdims=True)
-  high = x.max(axis=(1, 2, 3), keepdims=True)
-  out = np.zeros((b, h, w, num_classes))
-  for c in range(num_classes):
-    xc, initial, total = x.copy(), np.maximum(x[..., c], 0), 0.0
-    for _ in range(steps):
-      z = xc[..., :num_classes]
-      s = z.mean(axis=(1, 2))
-      total = total + z[..., c]
-      g = np.zeros_like(xc)
-      g[..., c] += 1.0 / (h * w)  # d s_c / dx.
-      for k in range(num_classes):
-        if k != c:
-          g[..., k] -= (s[:, k] > 0)[:, None, None] / (h * w)  # - d relu(s_k) / dx.
-      region = np.maximum(z[..., c], 0)
-      peak = region.max(axis=(1, 2), keepdims=True)
-      held = (region > threshold * peak) & (peak > 0)
-      g[..., c] -= weight * held * np.sign(region - initial) * (z[..., c] > 0)
-      scale = np.abs(g).max(axis=(1, 2, 3), keepdims=True) + 1e-12
-      xc = np.clip(xc + step_size * g / scale, low, high)
-    out[..., c] = (total + xc[..., c]) / (steps + 1)
-  return out
+  forward = lambda v: ((v @ W).mean(axis=(1, 2)) + BIAS, v @ W)
+  logits, maps = forward(x)
+  out = _max_norm(np.maximum(maps, 0))  # The classes not climbed.
+  cells = x.shape[1] * x.shape[2]
+  for i, scores in enumerate(logits):
+    for rank, c in enumerate(np.argsort(-scores)[:max_classes]):
+      if rank > 0 and scores[c] <= 0:
+        continue  # Climb the predicted classes, or the top one when none is predicted.
+      xi, total = x[i], 0.0
+      for t in range(steps):  # A = the sum of relu(z_c(x_t)) over t = 0..T-1.
+        s, z = forward(xi[None])
+        region = np.maximum(z[0, :, :, c], 0)
+        initial = region if t == 0 else initial  # relu(z_c(x_0)).
+        total = total + region
+        if t == steps - 1:
+          break
+        basis = region if current_mask else total  # M from the accumulated map.
+        held = (basis > threshold * basis.max()) & (basis.max() > 0)
+        g = np.broadcast_to(W[:, c] / cells, xi.shape).copy()  # d s_c / dx.
+        for k in range(len(scores)):
+          if k != c and s[0, k] > 0:
+            g -= W[:, k] / cells  # - d relu(s_k) / dx.
+        # - lambda d |relu(z_c) - initial| / dx on M, with sign(0) = 0.
+        g -= weight * (held * np.sign(region - initial) * (z[0, :, :, c] > 0))[..., None] * W[:, c]
+        xi = np.clip(xi + step_size * g / (np.abs(g).max() + 1e-12), xi.min(), xi.max())
+      out[i, :, :, c] = total / total.max() if total.max() > 0 else 0.0
+  return logits, out
 
 
 class TestAdversarialClimbing:
-  IMAGES = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype(np.float32)
+  # Channel offsets set the predictions: image 0 predicts all three classes (P = 2: the lowest is
+  # not climbed), image 1 class 0 only, image 2 none (its top-scoring class is climbed).
+  IMAGES = (np.random.default_rng(1).normal(size=(3, 4, 4, 3)) * 0.5
+            + np.array([[1.0, 0.8, 0.6], [1.0, -1.0, -1.0], [-1.0, -1.2, -1.5]])[:, None, None, :]
+            ).astype(np.float32)
+
+  def test_images_cover_the_cases(self):
+    logits = np.asarray(linear_model(jnp.asarray(self.IMAGES))[0])
+    assert (logits > 0).sum(axis=1).tolist() == [3, 1, 0]
+    own = np.asarray(expansion.climbed_classes(jnp.asarray(logits), 2))
+    np.testing.assert_array_equal(own.sum(axis=(1, 2)), [2, 1, 1])
+    np.testing.assert_array_equal(own.sum(axis=1)[[1, 2]].argmax(axis=1), logits[[1, 2]].argmax(1))
 
   def test_objective_by_hand(self):
-    logits = np.array([[2.0, 1.0, -3.0]], np.float32)
-    maps = np.zeros((1, 1, 3, 3), np.float32)
+    logits = np.array([[2.0, 1.0, -3.0], [5.0, 5.0, 5.0]], np.float32)
+    maps = np.zeros((2, 1, 3, 3), np.float32)
     maps[0, 0, :, 0] = [4.0, 1.0, -2.0]
-    initial = np.array([[[3.0, 0.0, 0.0]]], np.float32)
-    value, own = expansion.climbing_objective(jnp.asarray(logits), jnp.asarray(maps),
-                                              jnp.asarray(initial), 0, 0.5, 7.0)
-    # s_0 - relu(s_1) - relu(s_2) - 7 * |4 - 3| (only the cell above half of the maximum 4 is held).
-    assert float(value) == pytest.approx(2.0 - 1.0 - 0.0 - 7.0 * 1.0)
-    np.testing.assert_array_equal(np.asarray(own), maps[..., 0])
+    initial = np.array([[[3.0, 0.0, 0.0]], [[0.0, 0.0, 0.0]]], np.float32)
+    total = np.array([[[0.0, 4.0, 0.0]], [[0.0, 0.0, 0.0]]], np.float32)
+    own = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)  # Row 1 is padding.
+    args = [jnp.asarray(a) for a in (logits, maps, own, initial, total)]
+    value, region = expansion.climbing_objective(*args, 0.5, 7.0)
+    # A = total + relu(z_0) = (4, 5, 0): cells 0 and 1 are above half of 5, so
+    # s_0 - relu(s_1) - relu(s_2) - 7 * (|4 - 3| + |1 - 0|); the padding row adds nothing.
+    assert float(value) == pytest.approx(2.0 - 1.0 - 0.0 - 7.0 * 2.0)
+    np.testing.assert_array_equal(np.asarray(region)[0], [[4.0, 1.0, 0.0]])
+    value, _ = expansion.climbing_objective(*args, 0.5, 7.0, current_mask=True)
+    assert float(value) == pytest.approx(2.0 - 1.0 - 7.0 * 1.0)  # relu(z_0) alone: cell 0.
 
   def test_step_by_hand(self):
     x = np.zeros((1, 1, 2, 1), np.float32)
     x[0, 0, :, 0] = [0.5, -0.5]
     grad = np.zeros_like(x)
     grad[0, 0, :, 0] = [4.0, -2.0]
-    got = expansion.climb_step(jnp.asarray(x), jnp.asarray(grad), -0.5, 0.5, 0.1)
-    np.testing.assert_allclose(np.asarray(got)[0, 0, :, 0], [0.5, -0.5], atol=1e-7)  # Clipped.
-    got = expansion.climb_step(jnp.asarray(x), jnp.asarray(grad), -1.0, 1.0, 0.1)
-    np.testing.assert_allclose(np.asarray(got)[0, 0, :, 0], [0.6, -0.55], atol=1e-7)
+    got = expansion.climb_step(jnp.asarray(x), jnp.asarray(grad), 0.1)
+    # 0.5 + 0.1 and -0.5 - 0.05, clipped to the image's own range [-0.5, 0.5].
+    np.testing.assert_allclose(np.asarray(got)[0, 0, :, 0], [0.5, -0.5], atol=1e-7)
+    x[0, 0, :, 0] = [0.5, 0.0]
+    got = expansion.climb_step(jnp.asarray(x), jnp.asarray(-grad), 0.1)
+    np.testing.assert_allclose(np.asarray(got)[0, 0, :, 0], [0.4, 0.05], atol=1e-7)
 
-  # A weight below the score's gradient (1/16 per cell here) keeps the held cells from climbing
-  # back exactly to their first value, where the sign of a float32 rounding residue would decide.
-  @pytest.mark.parametrize('steps, weight', [(1, 7.0), (3, 0.03), (3, 0.0)])
-  def test_against_a_reference_with_hand_gradients(self, steps, weight):
-    logits, maps = expansion.adversarial_climbing(mean_model(2), jnp.asarray(self.IMAGES), steps,
-                                                  0.5, 0.3, weight)
-    want = climb_reference(self.IMAGES, steps, 0.5, 0.3, weight)
+  # The restriction's sign is taken at x_1..x_{T-2}; with lambda = 7 from x_2 on, the held cells
+  # can climb back exactly to their first value, where a float32 rounding residue would decide
+  # it, so a long climb uses a weight below the score's gradient.
+  @pytest.mark.parametrize('steps, weight, current_mask', [(2, 7.0, False), (3, 7.0, False),
+                                                           (3, 7.0, True), (6, 0.02, False),
+                                                           (6, 0.0, False)])
+  def test_against_the_reference(self, steps, weight, current_mask):
+    logits, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), steps,
+                                                  0.5, 0.3, weight, 2, current_mask)
+    want_logits, want = climb_reference(self.IMAGES, steps, 0.5, 0.3, weight, 2, current_mask)
     np.testing.assert_allclose(np.asarray(maps), want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(logits), self.IMAGES[..., :2].mean(axis=(1, 2)),
-                               rtol=1e-6)  # The plain image's scores.
-    assert not np.allclose(want, self.IMAGES[..., :2], atol=1e-3)  # The climb moved the maps.
-    free = climb_reference(self.IMAGES, steps, 0.5, 0.3, 0.0)
-    if steps == 1:  # Nothing has changed at the first step: the restriction does not push it.
-      np.testing.assert_allclose(np.asarray(maps), free, rtol=1e-5, atol=1e-5)
-    elif weight:  # Later it changes the climb.
-      assert not np.allclose(want, free, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(logits), want_logits, rtol=1e-5, atol=1e-6)  # Plain.
+    _, plain = climb_reference(self.IMAGES, 1, 0.5, 0.3, weight)
+    assert not np.allclose(want, plain, atol=1e-3)  # The climb moved the maps.
+    if steps > 2 and weight:  # The restriction acts from the second step on.
+      assert not np.allclose(want, climb_reference(self.IMAGES, steps, 0.5, 0.3, 0.0)[1], atol=1e-3)
 
-  def test_climbing_raises_the_own_map(self):
-    _, maps = expansion.adversarial_climbing(mean_model(2), jnp.asarray(self.IMAGES), 4, 0.5, 0.2,
-                                             0.0)
-    assert np.all(np.asarray(maps).mean(axis=(1, 2)) > self.IMAGES[..., :2].mean(axis=(1, 2)))
+  def test_one_step_is_relu_over_its_maximum(self):
+    _, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), 1, 0.5, 0.3,
+                                             7.0)
+    z = self.IMAGES.astype(np.float64) @ W
+    np.testing.assert_allclose(np.asarray(maps), _max_norm(np.maximum(z, 0)), rtol=1e-5, atol=1e-6)
+
+  def test_unclimbed_classes_are_relu_over_their_maximum(self):
+    logits, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), 4, 0.5,
+                                                  0.3, 7.0, max_classes=1)
+    plain = _max_norm(np.maximum(self.IMAGES.astype(np.float64) @ W, 0))
+    top = np.asarray(logits).argmax(axis=1)
+    for i, c in enumerate(top):
+      others = [k for k in range(3) if k != c]
+      np.testing.assert_allclose(np.asarray(maps)[i][..., others], plain[i][..., others],
+                                 rtol=1e-5, atol=1e-6)
+      assert not np.allclose(np.asarray(maps)[i][..., c], plain[i][..., c], atol=1e-3)
+      assert np.asarray(maps)[i][..., c].max() == pytest.approx(1.0)
+
+  def test_climbing_grows_the_map(self):
+    # Without the restriction and the other classes, the map's support can only grow here.
+    # Image 2 predicts nothing: its top-scoring class 0 climbs, from a map mostly <= 0.
+    _, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES[2:]), 6, 0.5,
+                                             0.3, 0.0, max_classes=1)
+    z = self.IMAGES[2].astype(np.float64) @ W
+    assert (np.asarray(maps)[0, :, :, 0] > 0).sum() > (z[..., 0] > 0).sum()
+
+
+@pytest.mark.parametrize('head', ['excam', 'cam'])
+def test_climbing_a_network(head):
+  """A tiny ResNet of each head kind through the evaluation's predict function: the scores are
+  the plain image's, the climbed classes' maps move, the others are relu(z) / max."""
+  config = tiny.get_config()
+  config.model.head = head
+  model = network.create_model(config.model, config.data.parts.num_classes)
+  variables = conftest.random_variables(model, config.data.image_size)
+  images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+  logits, z = runner.make_predict_fn(model, variables)(images)
+  climb = expansion.from_config({'map_expansion': 'advcam', 'map_expansion_climb_steps': 3,
+                                 'map_expansion_climb_classes': 1})
+  got_logits, maps = runner.make_predict_fn(model, variables, climb)(images)
+  np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-5)
+  plain = _max_norm(np.maximum(z.astype(np.float64), 0))
+  for i, c in enumerate(logits.argmax(axis=1)):
+    others = [k for k in range(logits.shape[1]) if k != c]
+    np.testing.assert_allclose(maps[i][..., others], plain[i][..., others], atol=1e-5)
+    assert not np.allclose(maps[i][..., c], plain[i][..., c], atol=1e-3)  # Climbing moved it.
+    assert maps[i][..., c].max() == pytest.approx(1.0) and maps[i].min() >= 0
 
 
 class TestFields:
@@ -180,13 +257,15 @@ class TestFields:
                                _norm(images[..., :2].astype(np.float64)) - 0.3, atol=1e-6)
 
   def test_advcam_then_relative(self):
-    model, images = mean_model(2), TestAdversarialClimbing.IMAGES
-    fields = {'map_expansion': 'advcam+relative', 'map_expansion_steps': 2,
+    images = TestAdversarialClimbing.IMAGES
+    fields = {'map_expansion': 'advcam+relative', 'map_expansion_steps': 5,
+              'map_expansion_climb_steps': 3, 'map_expansion_climb_classes': 2,
               'map_expansion_threshold': 0.4, 'map_expansion_step_size': 0.3,
               'map_expansion_weight': 7.0}
-    got = expansion.from_config(ml_collections.ConfigDict(fields))(model, jnp.asarray(images))[1]
-    np.testing.assert_allclose(np.asarray(got), _norm(climb_reference(images, 2, 0.4, 0.3, 7.0)) - 0.4,
-                               rtol=1e-5, atol=1e-5)
+    got = expansion.from_config(ml_collections.ConfigDict(fields))(linear_model,
+                                                                   jnp.asarray(images))[1]
+    want = _norm(climb_reference(images, 3, 0.4, 0.3, 7.0)[1]) - 0.4
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
   def test_describe_names_the_rule(self):
     fields = {'map_expansion': 'relative', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5}
@@ -194,7 +273,8 @@ class TestFields:
     assert '3 passes' in expansion.describe(dict(fields, map_expansion='erase', map_expansion_steps=3))
     assert expansion.describe(dict(fields, map_expansion='none')).startswith('none')
     climb = expansion.describe(dict(expansion.DEFAULTS, map_expansion='advcam+relative'))
-    assert 'AdvCAM' in climb and '2 steps of size 0.08' in climb and climb.endswith('of its range')
+    assert 'AdvCAM' in climb and '26 steps of size 0.08' in climb and 'sum of the 27' in climb
+    assert 'at most 2 per image' in climb and climb.endswith('of its range')
 
   def test_overrides_on_top_of_the_config(self):
     config = tiny.get_config()
@@ -203,14 +283,21 @@ class TestFields:
                                                   'map_expansion_steps': None})
     assert fields == {'map_expansion': 'erase', 'map_expansion_steps': 2,
                       'map_expansion_threshold': 0.5, 'map_expansion_step_size': 0.08,
-                      'map_expansion_weight': 7.0}
+                      'map_expansion_weight': 7.0, 'map_expansion_climb_steps': 27,
+                      'map_expansion_climb_classes': 2}
+    # A config saved before the climbing fields existed: AdvCAM's published 27 steps.
+    del config.eval['map_expansion_climb_steps'], config.eval['map_expansion_climb_classes']
+    old = runner.map_expansion_fields(config, {'map_expansion': 'advcam'})
+    assert old['map_expansion_climb_steps'] == 27 and old['map_expansion_steps'] == 2
 
   @pytest.mark.parametrize('field, value', [('map_expansion', 'gradcam'),
                                             ('map_expansion', 'relative+erase'),
                                             ('map_expansion_steps', 0),
                                             ('map_expansion_threshold', 1.0),
                                             ('map_expansion_step_size', 0.0),
-                                            ('map_expansion_weight', -1.0)])
+                                            ('map_expansion_weight', -1.0),
+                                            ('map_expansion_climb_steps', 0),
+                                            ('map_expansion_climb_classes', 0)])
   def test_bad_values_name_the_field(self, field, value):
     config = tiny.get_config()
     config.eval[field] = value
@@ -228,7 +315,8 @@ def test_evaluate_with_each_transform(tmp_path, write_tiny_checkpoint):
   for kind in ('none', 'relative', 'erase', 'advcam'):
     out = runner.evaluate_checkpoint(str(tmp_path), figures=0, workers=0,
                                      output=str(tmp_path / kind),
-                                     expansion={'map_expansion': kind, 'map_expansion_steps': 1})
+                                     expansion={'map_expansion': kind, 'map_expansion_steps': 1,
+                                                'map_expansion_climb_steps': 2})
     with open(os.path.join(out, 'metrics.json'), encoding='utf-8') as f:
       got[kind] = json.load(f)
   plain, relative = got['none'], got['relative']
@@ -245,9 +333,41 @@ def test_evaluate_with_each_transform(tmp_path, write_tiny_checkpoint):
 
 @pytest.mark.parametrize('flag, allowed', [('--map_expansion_step_size=0', 'a float > 0'),
                                            ('--map_expansion_weight=-1', 'a float >= 0'),
-                                           ('--map_expansion_threshold=1.5', 'in (0, 1)')])
+                                           ('--map_expansion_threshold=1.5', 'in (0, 1)'),
+                                           ('--map_expansion_climb_steps=0', 'an int >= 1')])
 def test_evaluate_answers_a_bad_transform_flag(tmp_path, flag, allowed):
   (tmp_path / 'checkpoints').mkdir()
   code, _, lines = cli_util.run_command('excam_jax.evaluate', f'--workdir={tmp_path}', flag,
                                         '--map_expansion=advcam')
   cli_util.assert_one_error_line(code, lines, flag.split('=')[0][2:], allowed)
+
+
+def test_outputs_cache_climbs_once_for_advcam_and_advcam_relative(tmp_path, write_tiny_checkpoint,
+                                                                   monkeypatch):
+  """With outputs_cache, 'advcam+relative' is scored from the climb 'advcam' kept: the metrics
+  equal an uncached 'advcam+relative', and the climb does not run again."""
+  write_tiny_checkpoint(tmp_path, 3)
+  fields = {'map_expansion_climb_steps': 3}
+
+  def evaluate(kind, out, cache=None):
+    out = runner.evaluate_checkpoint(str(tmp_path), figures=0, output=str(tmp_path / out),
+                                     outputs_cache=cache,
+                                     expansion=dict(fields, map_expansion=kind))
+    with open(os.path.join(out, 'metrics.json'), encoding='utf-8') as f:
+      return json.load(f)
+
+  plain = evaluate('advcam+relative', 'uncached')
+  cache = str(tmp_path / 'outputs')
+  climbed = evaluate('advcam', 'advcam', cache)
+  assert len(os.listdir(cache)) == 1
+  monkeypatch.setattr(expansion, 'adversarial_climbing',
+                      lambda *a, **k: pytest.fail('climbed again'))
+  cached = evaluate('advcam+relative', 'cached', cache)
+  for key in ('corloc', 'maxboxaccv2', 'pxap', 'parts_body_coverage', 'classification_map'):
+    assert cached[key] == pytest.approx(plain[key], abs=1e-6), key
+  assert cached['protocol']['map_expansion'] == plain['protocol']['map_expansion']
+  # Another transform's fields are another key: not served from the file.
+  monkeypatch.undo()
+  fields['map_expansion_climb_steps'] = 2
+  evaluate('advcam', 'two_steps', cache)
+  assert len(os.listdir(cache)) == 2 and climbed['protocol'] != cached['protocol']

@@ -101,6 +101,45 @@ def test_create_model_builds_head_and_transform(head, head_type, transform_type)
     assert (h.transform.gamma, h.transform.drop_rate) == (0.8, 0.25)
 
 
+@pytest.mark.parametrize('head', ['wildcat', 'excam', 'adl', 'acol'])
+def test_class_pooling_reaches_every_wildcat_family_head(head):
+  config = small_config(head)
+  model = network.create_model(config.model, num_classes=3)
+  heads = [model.a.head, model.b.head] if head == 'acol' else [model.head]
+  assert [h.class_pooling for h in heads] == ['mean'] * len(heads)  # The default.
+  config.model.class_pooling = 'max'
+  config_checks.validate_model(config)
+  model = network.create_model(config.model, num_classes=3)
+  heads = [model.a.head, model.b.head] if head == 'acol' else [model.head]
+  assert [h.class_pooling for h in heads] == ['max'] * len(heads)
+  if head == 'acol':
+    return
+  x = jax.random.normal(jax.random.key(1), (1, 64, 64, 3))
+  _, aux = model.apply(model.init(jax.random.key(0), x), x)
+  assert bool(jnp.all(jnp.isfinite(aux['class_maps'])))
+  # ex-CAM: z = max_j F'_j, the dropped maps' max; WILDCAT and ADL (identity at test): max_m F_m.
+  np.testing.assert_array_equal(aux['class_maps'], aux['dropped_maps'].max(axis=-1))
+
+
+def test_configs_without_class_pooling_mean_the_class_wise_mean():
+  config = small_config('wildcat')
+  del config.model['class_pooling']  # A config saved before the field existed.
+  config_checks.validate_model(config)
+  assert network.create_model(config.model, num_classes=3).head.class_pooling == 'mean'
+
+
+def test_class_wise_max_is_refused_for_cam():
+  config = small_config('cam')
+  config.model.class_pooling = 'max'
+  with pytest.raises(ConfigError, match="config.model.class_pooling='max'.*'mean' with a CAM"):
+    config_checks.validate_model(config)
+  with pytest.raises(ValueError, match="class_pooling must be 'mean' with a CAM head"):
+    network.create_model(config.model, num_classes=3)
+  config.model.head, config.model.acol_head = 'acol', 'cam'  # ACoL of two CAM classifiers.
+  with pytest.raises(ConfigError, match="config.model.class_pooling='max'.*'mean' with a CAM"):
+    config_checks.validate_model(config)
+
+
 def test_create_model_rejects_unknown_head():
   with pytest.raises(ValueError, match="model.head must be one of .*'gradcam'"):
     network.create_model(small_config('gradcam').model, num_classes=3)
@@ -227,7 +266,8 @@ def test_config_checks_know_the_trunks():
     ('model.num_maps', 0), ('model.kmax', 50), ('model.kmax', 0.0), ('model.kmin', -0.5),
     ('model.depth', 42), ('data.image_size', 230), ('model.head', 'gradcam'),
     ('model.output_stride', 4), ('model.drop_threshold', 1.0), ('model.learn_threshold', 'yes'),
-    ('model.dtype', 'float16'), ('model.temperature', 0.0), ('optim.diversity_loss', 'l1')])
+    ('model.dtype', 'float16'), ('model.temperature', 0.0), ('optim.diversity_loss', 'l1'),
+    ('model.class_pooling', 'median'), ('model.acol_fusion', 'max')])
 def test_invalid_values_name_the_field(field, value):
   config = voc12.get_config()  # 224 px, stride 32: n = 49.
   section, name = field.split('.')

@@ -1,6 +1,13 @@
-"""Tests of the study harness (experiments/study.py): intervals, paired differences, resume."""
+"""Tests of the study harness (experiments/study.py) and the claim (experiments/claim.py)."""
 
+import argparse
+import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -17,10 +24,10 @@ def test_mean_ci_by_hand():
   assert study.mean_ci([])[2] == 0
 
 
-def _row(method, cue, seed, corloc, body=0.5):
+def _row(method, cue, seed, corloc, body=0.5, split='validation', setting=''):
   row = {m: 0.5 for m in study.METRICS}
   row.update(method=method, body_cue=cue, seed=seed, corloc=corloc, parts_body_coverage=body,
-             train_s=10.0, eval_s=1.0, steps=100)
+             train_s=10.0, eval_s=1.0, steps=100, split=split, setting=setting)
   return row
 
 
@@ -31,9 +38,104 @@ def test_paired_differences_use_common_seeds():
   assert diffs.keys() == {0.5}  # No WILDCAT run at cue 1; seed 2 has no partner.
   assert diffs[0.5] == pytest.approx([0.3, 0.1])
   text = study.markdown(rows)
-  # Paired mean 0.2, sd 0.141421, t_{0.975, 1} = 12.7062: half-width 12.7062 * 0.1 = 1.271.
-  assert '| excam | 0.5 | 2 | ' in text and '0.200 ± 1.271' in text
-  assert '| wildcat | 0.5 | 2 | 0.500 ± 0.000 | 0.250 ± 0.635 |' in text
+  # Paired mean 0.2, sd 0.141421, t_{0.975, 1} = 12.7062: half-width 12.7062 * 0.1 = 1.271;
+  # 2 pairs, both positive: sign-flip p = 2 / 4.
+  assert '| excam | 0.5 | wildcat | 2 | +0.000, not resolved (±0.000) (1.000, 1.000) | ' in text
+  assert '| +0.200, not resolved (±1.271) (0.500, 1.000) |' in text  # q = min(1, 0.5 * 6 / 1).
+  assert '| wildcat | 0.5 | - | 2 | 0.500 ± 0.000 | 0.250 ± 0.635 |' in text
+  assert 'ties' not in text
+
+
+def test_best_baseline_and_comparisons_by_hand():
+  rows = []
+  for seed, (wildcat, acol, excam) in enumerate([(0.2, 0.6, 0.7), (0.3, 0.5, 0.9),
+                                                  (0.1, 0.7, 0.8)]):
+    rows += [_row('wildcat', 0.5, seed, wildcat), _row('acol', 0.5, seed, acol),
+             _row('excam', 0.5, seed, excam)]
+  # ACoL's mean 0.6 beats WILDCAT's 0.2: it is the baseline at 0.5.
+  assert study.best_baseline(rows, 0.5) == 'acol'
+  assert study.best_baseline([_row('excam', 1.0, 0, 0.5)], 1.0) == 'wildcat'
+  found = {e['method']: e for e in study.comparisons(rows, metrics=('corloc',))}
+  assert set(found) == {'wildcat', 'excam'} and found['excam']['baseline'] == 'acol'
+  # excam - acol = 0.1, 0.4, 0.1: all positive, p = 2 / 8; wildcat - acol = -0.4, -0.2, -0.6:
+  # p = 2 / 8. Both q = 0.25 (m = 2: 0.25 * 2 / 2).
+  assert found['excam']['corloc']['mean'] == pytest.approx(0.2)
+  assert found['excam']['corloc']['p'] == pytest.approx(0.25)
+  assert found['wildcat']['corloc']['q'] == pytest.approx(0.25)
+
+
+def test_settings_roundtrip_and_grid():
+  grid = {'model.kmax': (0.05, 0.3), 'model.adl_gamma': (0.9,)}
+  assert study.settings_of(grid) == [{'model.kmax': 0.05, 'model.adl_gamma': 0.9},
+                                     {'model.kmax': 0.3, 'model.adl_gamma': 0.9}]
+  assert study.settings_of({}) == [{}]
+  setting = {'model.kmax': 0.05, 'eval.map_expansion': 'relative'}
+  text = study.setting_text(setting)
+  assert text == 'eval.map_expansion="relative";model.kmax=0.05'
+  assert study.parse_setting(text) == setting and study.parse_setting('') == {}
+  assert study.setting_tag(setting) == 'map_expansionrelative_kmax0.05'
+  assert study.training_part(dict(setting, **{'model.acol_fusion': 'logits'})) == {
+      'model.kmax': 0.05}
+  assert study.cell_name('acol', 0.5, 3, {'model.kmax': 0.1}) == 'acol_cue0.5_seed3_kmax0.1'
+  assert study.cell_name('acol', 0.5, 3) == 'acol_cue0.5_seed3'
+  for method in study.METHODS:  # Every method tunes, inherits, or has an empty space.
+    assert method in study.GRIDS or method in study.INHERITS, method
+  for control, source in study.INHERITS.items():
+    assert control not in study.GRIDS and source in study.GRIDS
+
+
+def test_choose_by_hand():
+  k = lambda v: study.setting_text({'model.kmax': v})
+  rows = [_row('wildcat', 0.5, 0, 0.4, setting=k(0.05)), _row('wildcat', 0.5, 1, 0.6, setting=k(0.05)),
+          _row('wildcat', 0.5, 0, 0.7, setting=k(0.3)), _row('wildcat', 0.5, 1, 0.2, setting=k(0.3)),
+          _row('wildcat', 0.5, 0, 0.99, setting=k(0.1)),  # One seed of two: not chosen.
+          # A tie (means 0.5) goes to the earlier grid entry (0.015); a NaN counts as 0.
+          _row('excam', 1.0, 0, 0.5, setting=k(0.2)), _row('excam', 1.0, 0, 0.5, setting=k(0.015)),
+          _row('excam', 1.0, 0, float('nan'), setting=k(0.3)), _row('cam', 1.0, 0, 0.3)]
+  assert study.choose(rows) == {'wildcat': {'0.5': {'model.kmax': 0.05}},
+                                'excam': {'1': {'model.kmax': 0.015}}, 'cam': {'1': {}}}
+  text = study.tuning_markdown(rows, study.choose(rows))
+  assert '| wildcat | 0.5 | **model.kmax=0.05** | 2 | ' in text
+  assert '| wildcat | 0.5 | model.kmax=0.3 | 2 | ' in text
+
+
+def _args(**kw):
+  base = dict(methods=None, body_cue='0.5,1', seeds='0,1', quick=False, set='', tune=False,
+              choices='', split='validation')
+  base.update(kw)
+  return argparse.Namespace(**base)
+
+
+class _Parser:
+
+  def error(self, message):
+    raise SystemExit(message)
+
+
+def test_plan_tune_choices_and_refusals(tmp_path):
+  cells = study.plan(_args(methods='wildcat,excam_hard,cam', tune=True, seeds='100'), _Parser())
+  # The control inherits: not tuned. WILDCAT runs its 5 pooling settings per level, CAM one.
+  assert {c[0] for c in cells} == {'wildcat', 'cam'}
+  assert len(cells) == 2 * (len(study.KMAX_GRID) + 1)
+  assert all(c[3] == 'validation' for c in cells)
+  chosen = {'wildcat': {'0.5': {'model.kmax': 0.1}, '1': {'model.kmax': 0.3}},
+            'excam': {'0.5': {'model.kmax': 0.05}, '1': {'model.kmax': 0.2}}}
+  (tmp_path / 'choices.json').write_text(json.dumps(chosen))
+  study.write_rows(str(tmp_path / study.TUNING_CSV), [_row('wildcat', 0.5, 100, 0.5)])
+  path = str(tmp_path / 'choices.json')
+  cells = study.plan(_args(methods='wildcat,excam_m4', choices=path, split='test'), _Parser())
+  assert ('excam_m4', 1.0, 0, 'test', {'model.kmax': 0.2}) in cells  # excam's choice.
+  assert ('wildcat', 0.5, 1, 'test', {'model.kmax': 0.1}) in cells and len(cells) == 8
+  with pytest.raises(SystemExit, match=r'seeds \[100\] tuned'):
+    study.plan(_args(methods='wildcat', choices=path, split='test', seeds='3,100'), _Parser())
+  with pytest.raises(SystemExit, match='no choice for cam'):
+    study.plan(_args(methods='cam', choices=path, split='test'), _Parser())
+  with pytest.raises(SystemExit, match='model.kmax'):
+    study.plan(_args(methods='wildcat', tune=True, set='model.kmax=0.3'), _Parser())
+  with pytest.raises(SystemExit, match='validation'):
+    study.plan(_args(methods='wildcat', tune=True, split='test'), _Parser())
+  quick = study.plan(_args(quick=True, body_cue='0,0.5,1'), _Parser())
+  assert {c[0] for c in quick} == set(study.QUICK_METHODS) and {c[1] for c in quick} == {0.0, 1.0}
 
 
 def test_study_appends_rows_and_resumes(tmp_path, capsys):
@@ -58,6 +160,36 @@ def test_study_appends_rows_and_resumes(tmp_path, capsys):
   capsys.readouterr()
 
 
+def test_tuning_writes_choices_and_resumes_per_setting(tmp_path, capsys):
+  s = lambda v: {'model.kmax': v}
+  cells = [('wildcat', 0.5, 7, 'validation', s(v)) for v in (0.05, 0.3)]
+  corloc = {0.05: 0.4, 0.3: 0.6}
+  rows = study.run_study(str(tmp_path), cells, 'cmd',
+                         lambda m, c, seed, split, setting: _row(m, c, seed, corloc[setting['model.kmax']]),
+                         tuning=True)
+  assert [r['setting'] for r in rows] == ['model.kmax=0.05', 'model.kmax=0.3']
+  assert json.loads((tmp_path / study.CHOICES_NAME).read_text()) == {
+      'wildcat': {'0.5': {'model.kmax': 0.3}}}
+  again = study.run_study(str(tmp_path), cells, 'cmd', lambda *c: pytest.fail('reran'), tuning=True)
+  assert len(again) == 2 and (tmp_path / study.TUNING_MD).exists()
+  assert not (tmp_path / study.CSV_NAME).exists()
+  capsys.readouterr()
+
+
+def test_metrics_row_flattens_argmax_and_fills_nan():
+  row = study.metrics_row({'corloc': 0.5, 'parts_argmax_in': {'part': 0.25, 'body': 0.5,
+                                                               'outside': 0.25}})
+  assert row['corloc'] == 0.5 and row['parts_argmax_in'] == 0.25
+  assert row['parts_argmax_body'] == 0.5 and math.isnan(row['pxap'])
+
+
+def test_read_rows_of_an_older_study(tmp_path):
+  path = tmp_path / 'old.csv'
+  path.write_text('method,body_cue,seed,corloc,train_s\nwildcat,0.5,1,0.25,9\n')
+  [row] = study.read_rows(str(path))
+  assert row['split'] == 'validation' and row['setting'] == '' and row['corloc'] == 0.25
+
+
 def test_cell_config_sets_method_cue_and_seed():
   config = study.cell_config('excam', 0.25, 3, quick=True, extra=[('model.num_maps', 4)])
   assert config.model.head == 'excam' and config.model.self_drop is False
@@ -65,47 +197,85 @@ def test_cell_config_sets_method_cue_and_seed():
   assert config.train.seed == 3 and config.data.parts.seed == 3
   assert config.data.parts.num_train == study.QUICK['data.parts.num_train']
   assert config.model.num_maps == 4
-  assert config.model.kmax == 0.05  # The band's pooling, in quick and full cells alike.
-  assert study.cell_config('wildcat', 1.0, 0, quick=False, extra=[('model.kmax', 0.3)]).model.kmax == 0.3
+  assert config.model.kmax == 0.3  # configs/synthetic.py's pooling unless a setting gives one.
+  tuned = study.cell_config('wildcat', 1.0, 0, quick=False, setting={'model.kmax': 0.05})
+  assert tuned.model.kmax == 0.05
   probe = study.cell_config('body_only', 0.5, 0, quick=False)
   assert probe.data.parts.probe == 'body_only' and probe.model.head == 'wildcat'
+  assert study.cell_config('excam_d07', 0.5, 0, quick=True).model.drop_threshold == 0.7
 
 
 def test_inference_only_methods_share_their_base_training():
   for method, base in study.TRAINED_AS.items():
     mine, theirs = study.cell_config(method, 0.5, 1, quick=True), study.cell_config(base, 0.5, 1,
                                                                                      quick=True)
-    assert mine.eval.map_expansion != 'none' and theirs.eval.map_expansion == 'none'
     for field in [f for f in mine.eval if f.startswith('map_expansion')]:
       mine.eval[field] = theirs.eval[field]
+    for field in study.INFERENCE_MODEL_FIELDS:
+      section, _, name = field.partition('.')
+      mine[section][name] = theirs[section][name]
     assert mine.to_dict() == theirs.to_dict(), method  # Only inference differs.
   for method in study.METHODS:  # Every method's config passes the config check.
     study.config_checks_validate(study.cell_config(method, 0.5, 0, quick=True))
 
 
+def _claim_rows(gains, base=0.5, base_map=0.98, mine_map=0.98, method='excam'):
+  rows = []
+  for seed, gain in enumerate(gains):
+    rows.append(dict(_row('wildcat', 0.5, seed, base, split='test'), classification_map=base_map))
+    rows.append(dict(_row(method, 0.5, seed, base + gain, split='test'),
+                     classification_map=mine_map, train_s=20.0))
+  return rows
+
+
 def test_claim_criteria_by_hand():
   from experiments import claim  # pylint: disable=g-import-not-at-top
-  rows = []
-  for seed, (base, mine, base_map, mine_map) in enumerate([(0.2, 0.7, 0.98, 0.97),
-                                                           (0.3, 0.6, 0.98, 0.99),
-                                                           (0.1, 0.8, 0.98, 0.98)]):
-    rows.append(dict(_row('wildcat', 0.5, seed, base), classification_map=base_map))
-    rows.append(dict(_row('acol', 0.5, seed, mine), classification_map=mine_map, train_s=20.0))
-    rows.append(dict(_row('excam', 0.5, seed, base + 0.1)))
-  rows.append(_row('acol', 1.0, 0, 0.9))  # No WILDCAT partner: not a cell.
-  found = {(c['method'], c['body_cue']): c for c in claim.claims(rows)}
-  assert set(found) == {('acol', 0.5), ('excam', 0.5)}
-  acol = found[('acol', 0.5)]
-  # CorLoc 0.7 / 0.6 / 0.8: mean 0.7; gains 0.5 / 0.3 / 0.7: mean 0.5, sd 0.2,
-  # half-width 4.302653 * 0.2 / sqrt(3).
-  assert acol['seeds'] == 3 and acol['corloc'][0] == pytest.approx(0.7)
-  assert acol['gain'][0] == pytest.approx(0.5)
-  assert acol['gain'][1] == pytest.approx(4.302653 * 0.2 / math.sqrt(3), rel=1e-6)
-  assert acol['map_change'][0] == pytest.approx(0.0) and acol['train_ratio'] == pytest.approx(2.0)
-  assert acol['met'] and not found[('excam', 0.5)]['met']  # excam gains 0.1 only.
-  assert claim.best(claim.claims(rows))['method'] == 'acol'
-  # A mAP cost above 0.02 breaks the claim, as do fewer than 3 seeds.
-  worse = [dict(r, classification_map=0.9) if r['method'] == 'acol' else r for r in rows]
-  assert not {(c['method'], c['body_cue']): c for c in claim.claims(worse)}[('acol', 0.5)]['met']
-  assert not claim.claims([r for r in rows if r['seed'] < 2])[0]['met']
-  assert '| acol | 0.5 | 3 | 0.700 ± ' in claim.markdown(claim.claims(rows))
+  gains = [0.1, 0.2, 0.15, 0.1, 0.2, 0.15, 0.1, 0.2]  # Mean 0.15, all positive: p = 2 / 256.
+  rows = _claim_rows(gains) + [_row('wildcat', 0.5, 0, 0.1)]  # A validation row: left out.
+  [found] = claim.claims(rows)
+  assert found['baseline'] == 'wildcat' and found['seeds'] == 8 and found['wins'] == 8
+  assert found['corloc'][0] == pytest.approx(0.65) and found['gain'][0] == pytest.approx(0.15)
+  assert found['p'] == pytest.approx(2 / 256) and found['train_ratio'] == pytest.approx(2.0)
+  assert found['met'] and claim.best([found])['method'] == 'excam'
+  # Each criterion alone breaks it: 7 seeds; a mean gain under 0.10; CorLoc under 0.55; a seed
+  # losing twice (6 of 8 gaining); a mAP cost above 0.02.
+  assert not claim.claims(_claim_rows(gains[:7]))[0]['met']
+  assert not claim.claims(_claim_rows([g - 0.07 for g in gains]))[0]['met']
+  assert not claim.claims(_claim_rows(gains, base=0.35))[0]['met']
+  assert not claim.claims(_claim_rows([0.3, 0.3, 0.3, 0.3, 0.3, 0.3, -0.01, -0.01]))[0]['met']
+  assert not claim.claims(_claim_rows(gains, mine_map=0.95))[0]['met']
+  # A better baseline present at that level is the one compared with.
+  acol = [dict(_row('acol', 0.5, s, 0.7, split='test')) for s in range(8)]
+  [vs_acol] = claim.claims(_claim_rows(gains) + acol)
+  assert vs_acol['baseline'] == 'acol' and not vs_acol['met']
+  assert '| excam | 0.5 | wildcat | 8 | 0.650 ± ' in claim.markdown([found])
+
+
+def test_a_stopped_study_stops_its_running_cell(tmp_path):
+  # A stand-in cell that writes its pid and sleeps; the study process launches it as a cell.
+  cell = tmp_path / 'cell.py'
+  cell.write_text(
+      'import os, signal, sys, time\n'
+      f'signal.signal(signal.SIGTERM, lambda *_: (open({str(tmp_path / "term")!r}, "w").close(), '
+      'sys.exit(143)))\n'
+      f'open({str(tmp_path / "pid")!r}, "w").write(str(os.getpid()))\n'
+      'time.sleep(60)\n')
+  driver = tmp_path / 'driver.py'
+  driver.write_text(
+      'from experiments import study\n'
+      f'study.__file__ = {str(cell)!r}\n'
+      'study.stop_cells_on_sigterm()\n'
+      f'study.launch_cell("wildcat", 0.5, 0, "validation", {{}}, {str(tmp_path)!r}, True, "")\n')
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(study.__file__)))
+  proc = subprocess.Popen([sys.executable, str(driver)], cwd=repo,
+                          env=dict(os.environ, PYTHONPATH=repo), stderr=subprocess.PIPE)
+  deadline = time.time() + 30
+  while not (tmp_path / 'pid').exists() and time.time() < deadline:
+    time.sleep(0.1)
+  child = int((tmp_path / 'pid').read_text())
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=30) != 0 and b'stopped: SIGTERM' in proc.stderr.read()
+  time.sleep(0.5)
+  assert (tmp_path / 'term').exists()  # The cell got SIGTERM (it saves a checkpoint), not SIGKILL.
+  with pytest.raises(ProcessLookupError):  # The cell is gone, not left running alone.
+    os.kill(child, 0)

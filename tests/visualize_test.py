@@ -59,3 +59,33 @@ def test_figures_are_written(tmp_path):
       assert img.size[0] > 100 and img.mode in ('RGB', 'RGBA')
   with pytest.raises(UserError, match='classes'):
     visualize.save_ap_bars(tmp_path / 'bad.png', names, {'ours': [0.5]})
+
+
+RELATIVE = {'map_expansion': 'relative', 'map_expansion_threshold': 0.3}
+
+
+@pytest.mark.parametrize('model, expansion, z', [
+    # Each scale's literal map from its lowest to its highest value: drawn from 0 to 1.
+    ({'head': 'acol'}, None, [-0.5, 0.0, 0.5]),  # ACoL 'normalised': n - 0.5.
+    ({'head': 'acol', 'acol_fusion': 'normalised'}, {'map_expansion': 'erase'}, [-0.5, 0.5]),
+    ({'head': 'wildcat'}, RELATIVE, [-0.3, 0.7]),  # 'relative': n - level.
+    ({'head': 'acol'}, dict(RELATIVE, map_expansion='advcam+relative'), [-0.3, 0.7]),
+    ({'head': 'excam'}, {'map_expansion': 'advcam', 'map_expansion_threshold': 0.5}, [0., 1.]),
+])
+def test_heat_of_normalised_maps_spans_every_colour(model, expansion, z):
+  heat = visualize.heat_fn(model, expansion)(np.array(z))
+  assert heat.min() == pytest.approx(0.0) and heat.max() == pytest.approx(1.0)
+  np.testing.assert_allclose(np.diff(heat), np.diff(z))  # As they are, shifted back.
+  squeezed = visualize.sigmoid(np.array(z))
+  assert squeezed.max() - squeezed.min() < 0.25  # What a sigmoid drew: flat.
+
+
+@pytest.mark.parametrize('model, expansion', [
+    ({'head': 'wildcat'}, None), ({'head': 'cam'}, {'map_expansion': 'none'}),
+    ({'head': 'excam'}, {'map_expansion': 'erase', 'map_expansion_threshold': 0.5}),
+    ({'head': 'acol', 'acol_fusion': 'logits'}, None)])
+def test_heat_of_logits_is_their_sigmoid(model, expansion):
+  z = np.array([-6.0, 0.0, np.log(3.0), 6.0])
+  heat = visualize.heat_fn(model, expansion)(z)
+  np.testing.assert_allclose(heat, [1 / (1 + np.exp(6)), 0.5, 0.75, 1 / (1 + np.exp(-6))])
+  assert heat.max() - heat.min() > 0.99

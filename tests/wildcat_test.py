@@ -80,6 +80,46 @@ def test_class_wise_pool_channel_order():
     wildcat.class_wise_pool(maps, 4)
 
 
+def test_class_wise_pool_max_by_hand():
+  # Two cells, C = 2, M = 3; the max of each class's block of 3 channels, negatives included.
+  maps = jnp.array([[1., 5., -2., -4., -1., -3.],
+                    [7., 0., 7.5, 2., 2.5, -9.]]).reshape(1, 1, 2, 6)
+  got = wildcat.class_wise_pool(maps, 3, 'max')
+  np.testing.assert_array_equal(got[0, 0], [[5., -1.], [7.5, 2.5]])
+  np.testing.assert_allclose(wildcat.class_wise_pool(maps, 3)[0, 0],
+                             [[4 / 3, -8 / 3], [14.5 / 3, -4.5 / 3]], rtol=1e-6)  # Default: mean.
+  with pytest.raises(ValueError, match="'mean' or 'max'.*'median'"):
+    wildcat.class_wise_pool(maps, 3, 'median')
+
+
+def test_class_wise_max_gradient_flows_to_the_argmax_map_only():
+  # One cell, C = 2, M = 3: class 0's largest map is m = 1, class 1's is m = 0.
+  maps = jnp.array([1., 5., -2., -1., -4., -3.]).reshape(1, 1, 1, 6)
+  weights = jnp.array([2., 3.])  # Class c's map counts w_c times.
+  grad = jax.grad(lambda x: (wildcat.class_wise_pool(x, 3, 'max') * weights).sum())(maps)
+  np.testing.assert_array_equal(grad.ravel(), [0., 2., 0., 3., 0., 0.])
+  mean_grad = jax.grad(lambda x: (wildcat.class_wise_pool(x, 3) * weights).sum())(maps)
+  np.testing.assert_allclose(mean_grad.ravel(), [2 / 3] * 3 + [1.] * 3, rtol=1e-6)
+
+
+def test_head_with_class_wise_max_literal():
+  # Two cells with feature 1 and -1; kernel (2, -1), bias (0, 0.5); C = 1, M = 2: the maps are
+  # F = (2, -0.5) in cell 0 and (-2, 1.5) in cell 1, so z = max = (2, 1.5) (the mean: 0.75, -0.25).
+  head = wildcat.WildcatHead(num_classes=1, num_maps=2, kmax=1, kmin=1, alpha=1.0,
+                             class_pooling='max')
+  features = jnp.array([1., -1.]).reshape(1, 1, 2, 1)
+  params = {'classifier': {'kernel': jnp.array([2., -1.]).reshape(1, 1, 1, 2),
+                           'bias': jnp.array([0., 0.5])}}
+  logits, aux = head.apply({'params': params}, features)
+  np.testing.assert_array_equal(aux['class_maps'].ravel(), [2., 1.5])
+  np.testing.assert_array_equal(logits, [[(2. + 1.5) / 2]])  # (max + min) / 2 of z.
+  # The score's gradient reaches each cell's larger map only: the kernel's gradient is the sum
+  # over cells of feature * dz/dF, with dlogit/dz = 1/2 per cell (top-1 and bottom-1, halved).
+  grad = jax.grad(lambda p: head.apply({'params': p}, features)[0].sum())(params)['classifier']
+  np.testing.assert_array_equal(grad['kernel'].ravel(), [0.5 * 1, 0.5 * -1])
+  np.testing.assert_array_equal(grad['bias'], [0.5, 0.5])
+
+
 def test_head_matches_pooling_functions():
   head = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=2, kmin=1, alpha=0.7)
   features = jax.random.normal(jax.random.key(1), (2, 4, 4, 5))
@@ -141,6 +181,7 @@ OLD_UNION_FIELDS = ('method', 'drop_threshold', 'self_drop', 'straight_through',
 def test_head_has_no_method_fields():
   # A method's knobs live on its transform module, not on the head behind a string switch.
   fields = {f.name for f in dataclasses.fields(wildcat.WildcatHead)} - {'parent', 'name'}
-  assert fields == {'num_classes', 'num_maps', 'kmax', 'kmin', 'alpha', 'transform', 'conv_impl'}
+  assert fields == {'num_classes', 'num_maps', 'kmax', 'kmin', 'alpha', 'class_pooling',
+                    'transform', 'conv_impl'}
   for name in OLD_UNION_FIELDS + ('threshold',):
     assert not hasattr(wildcat.WildcatHead, name), name

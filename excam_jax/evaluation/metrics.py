@@ -10,6 +10,7 @@ one, a small accumulate/compute object that gathers per-image results and calls 
 import numpy as np
 
 from excam_jax.errors import UserError
+from excam_jax.evaluation import wsolevaluation
 # Public API: MaxBoxAcc exactly as clovaai/wsolevaluation computes it.
 from excam_jax.evaluation.wsolevaluation import wsol_max_box_acc  # pylint: disable=unused-import
 
@@ -451,3 +452,102 @@ def mask_measures(cam, body, part, background, threshold=0.0):
           'background_activation': fraction((active & background).sum(), background.sum()),
           'map_precision': fraction((active & (body | part)).sum(), active.sum()),
           'argmax_in': 'part' if part[where] else 'body' if body[where] else 'outside'}
+
+
+def pxap_curve(true_hist, false_hist):
+  """PxAP from score histograms, as wsolevaluation's `MaskEvaluator.compute` (commit 96f4b88).
+
+  The histograms count object (mask 1) and background (mask 0) pixels over the bins
+  [0, eps), ..., [1 - eps, 1), [1, 2), [2, 3]. Reversed cumulative sums give, at each bin's left
+  edge from the top (2, 1, 1 - eps, ..., 0), tp_j and fp_j: the object and background pixels
+  scoring >= that edge; with P = sum(true_hist), precision_j = tp_j / (tp_j + fp_j) (NaN where
+  tp_j + fp_j = 0, as theirs), recall_j = tp_j / P, and
+  PxAP = sum over j >= 1 with tp_j + fp_j > 0 of precision_j * (recall_j - recall_{j-1}).
+  A perfect map gives exactly 1; a constant map (all zeros) gives P / (P + N).
+
+  Returns:
+    {'pxap': the fraction in [0, 1] (theirs is x100), 'precision', 'recall': (bins,) arrays}.
+
+  Raises:
+    UserError: no object pixel (P = 0), where wsolevaluation raises RuntimeError('No positive
+      ground truth'); their 'No positive prediction' check cannot fire once P > 0.
+  """
+  tp = np.asarray(true_hist, np.float64)[::-1].cumsum()
+  fp = np.asarray(false_hist, np.float64)[::-1].cumsum()
+  if tp[-1] <= 0:
+    raise UserError('PxAP needs at least one object pixel (mask value 1); the masks have none.')
+  with np.errstate(invalid='ignore'):
+    precision = tp / (tp + fp)
+  recall = tp / tp[-1]  # tp + fn = P.
+  counted = (tp + fp) != 0
+  pxap = (precision[1:] * np.diff(recall))[counted[1:]].sum()
+  return {'pxap': float(pxap), 'precision': precision, 'recall': recall}
+
+
+class PxAP:
+  """Pixel average precision (wsolevaluation's `MaskEvaluator`) accumulated one map at a time.
+
+  accumulate(cam, mask) resizes the raw cam to the mask's (H, W) with cv2 INTER_CUBIC (float64),
+  min-max normalises it as `normalize_scoremap` (constant -> zeros) and adds the scores of the
+  object (1) and background (0) pixels to histograms over the edges
+  (0, eps, 2 eps, ..., <1, 1, 2, 3), eps = cam_curve_interval; ignore (255) pixels are left out
+  (they still take part in the min-max normalisation, as theirs). compute() is `pxap_curve`.
+
+  Unlike wsolevaluation, which scores a NaN map as all zeros, a cam with NaN or +-inf raises
+  UserError: on our models it means a diverged run. Masks must be 2-D with values in {0, 1, 255}.
+  """
+
+  def __init__(self, cam_curve_interval=0.001):
+    thresholds = wsolevaluation.cam_threshold_list(cam_curve_interval)
+    self.edges = np.append(thresholds, [1.0, 2.0, 3.0])
+    self.true_hist = np.zeros(len(self.edges) - 1, np.int64)
+    self.false_hist = np.zeros(len(self.edges) - 1, np.int64)
+    self.num_samples = 0
+
+  def accumulate(self, cam, mask, where='sample'):
+    """Adds one raw cam (any 2-D size) and its (H, W) mask; `where` names it in errors."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2 or mask.size == 0:
+      raise UserError(f'{where}: a PxAP mask must be a non-empty 2-D array; '
+                      f'got shape {mask.shape}.')
+    bad = np.setdiff1d(np.unique(mask), [0, 1, 255])
+    if bad.size:
+      raise UserError(f'{where}: a PxAP mask holds {bad.tolist()[:5]}; allowed values are 0 '
+                      '(background), 1 (object) and 255 (ignore).')
+    cam = np.asarray(cam)
+    if cam.dtype.kind == 'f' and not np.isfinite(cam).all():
+      raise UserError(f'{where}: the cam holds NaN or infinite values: the model diverged.')
+    scores = wsolevaluation.resize_and_normalize(cam, where, size=mask.shape)
+    self.true_hist += np.histogram(scores[mask == 1], self.edges)[0]
+    self.false_hist += np.histogram(scores[mask == 0], self.edges)[0]
+    self.num_samples += 1
+
+  def compute(self):
+    return pxap_curve(self.true_hist, self.false_hist)
+
+
+def wsol_pxap(cams, masks, cam_curve_interval=0.001):
+  """PxAP over samples, exactly as clovaai/wsolevaluation's MaskEvaluator (see `PxAP`).
+
+  Args:
+    cams: raw 2-D maps of any size and range, one per sample.
+    masks: (H, W) masks, 1 object, 0 background, 255 ignore; each cam is resized to its mask.
+    cam_curve_interval: eps, the step of the thresholds np.arange(0, 1, eps).
+
+  Returns:
+    PxAP = sum_j precision_j * (recall_j - recall_{j-1}) over the pooled pixels (`pxap_curve`),
+    a fraction in [0, 1].
+
+  Raises:
+    UserError: lengths differ, no sample, a bad cam or mask, or no object pixel at all.
+  """
+  cams, masks = list(cams), list(masks)
+  if len(cams) != len(masks):
+    raise UserError(f'wsol_pxap needs one mask per cam; got {len(cams)} cams and '
+                    f'{len(masks)} masks.')
+  if not cams:
+    raise UserError('wsol_pxap needs at least one sample; it got none.')
+  accumulator = PxAP(cam_curve_interval)
+  for index, (cam, mask) in enumerate(zip(cams, masks)):
+    accumulator.accumulate(cam, mask, where=f'sample {index}')
+  return accumulator.compute()['pxap']

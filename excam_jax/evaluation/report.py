@@ -36,6 +36,12 @@ METRICS = {
     'parts_part_coverage': 'parts data set: fraction of part pixels where z_c > 0',
     'parts_background_activation': 'parts data set: fraction of background pixels where z_c > 0',
     'parts_map_precision': 'parts data set: fraction of pixels with z_c > 0 on objects of class c',
+    'pxap': 'PxAP (Choe et al. 2020, wsolevaluation MaskEvaluator): raw map resized to the image '
+            'with cv2 INTER_CUBIC, min-max normalised, area under the pixel precision-recall '
+            'curve over thresholds in steps of 0.001, pixels of all (image, class) samples '
+            'pooled; parts data set: object = body and part of the class, difficult objects '
+            'ignored',
+    'mean_class_pxap': 'PxAP within each class (the same rule), mean over classes',
 }
 VOC_CLASSES = voc_info.CLASS_NAMES
 
@@ -108,12 +114,15 @@ def markdown_report(result, class_names, dataset, split, step):
   if 'maxboxacc_threshold' in result:
     lines += ['', f'Best relative thresholds: MaxBoxAcc {result["maxboxacc_threshold"]:.2f}; '
               f'MaxBoxAccV2 {", ".join(f"{t:.2f}" for t in result["maxboxaccv2_thresholds"])}.']
-  per_class = result['per_class']
+  per_class = dict(result['per_class'])
+  if 'per_class_pxap' in result:
+    per_class['pxap'] = result['per_class_pxap']
   columns = list(per_class)
   references = PER_CLASS_REFERENCES.get(dataset, {})
   extra = [(metric, name, values) for metric, named in references.items()
            for name, values in named.items() if metric in per_class]
-  named = {**METRICS, 'classification_ap': METRICS['classification_map']}
+  named = {**METRICS, 'classification_ap': METRICS['classification_map'],
+           'pxap': METRICS['mean_class_pxap']}
   lines += ['', '## Per class', '', 'Protocols: ' + '; '.join(
       f'{k}: {named.get(k, k)}' for k in columns) + '.', '']
   header = ['class'] + columns + [f'{name} [{metric}]' for metric, name, _ in extra]

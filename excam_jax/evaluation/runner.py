@@ -5,6 +5,7 @@ Kept apart from the command module, which defines command-line flags, so that ot
 (ablate) can call it.
 """
 
+import hashlib
 import json
 import os
 
@@ -18,13 +19,17 @@ from excam_jax import visualize
 from excam_jax import xla_setup
 from excam_jax.data import image_ops
 from excam_jax.data import pipeline
-from excam_jax.errors import UserError
+from excam_jax.errors import UserError, check_field
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import parts
 from excam_jax.evaluation import report
 from excam_jax.models import expansion as expansionlib
 from excam_jax.models import network
+
+# config.model fields that change only inference, not the trained arrays: an evaluation may
+# override them on a checkpoint's config. Name -> allowed values.
+INFERENCE_MODEL_FIELDS = {'acol_fusion': config_checks.ACOL_FUSIONS}
 
 
 def make_predict_fn(model, variables, expansion=None):
@@ -70,9 +75,11 @@ class _Examples:
     return {k: np.concatenate([t[k] for t in self.taken]) for k in self.taken[0]}
 
 
-def write_figures(out_dir, examples, class_names, per_class, dataset, threshold, compare=None):
+def write_figures(out_dir, examples, class_names, per_class, dataset, threshold, compare=None,
+                  heat=visualize.sigmoid):
   """Writes ap_bars.png, boxes.png and cams.png; boxes come from boxes.map_to_boxes at the
-  original size (what the metrics scored), drawn scaled onto the model's input image."""
+  original size (what the metrics scored), drawn scaled onto the model's input image; `heat`
+  draws the maps on their own scale (visualize.heat_fn)."""
   metric = report.bar_metric(dataset)
   runs = {'ours': per_class[metric]}
   if compare:
@@ -96,8 +103,8 @@ def write_figures(out_dir, examples, class_names, per_class, dataset, threshold,
     box_titles.append(', '.join(class_names[c] for c in predicted) or '(none predicted)')
     shown = boxlib.upsample(maps, size, size)
     for c in sorted(set(labels[labels >= 0].tolist()) | set(predicted.tolist())):
-      cam_panels.append(visualize.overlay_cam(image, 1.0 / (1.0 + np.exp(-shown[c]))))
-      cam_titles.append(f'{i}: {class_names[c]} s={1.0 / (1.0 + np.exp(-logits[c])):.2f}')
+      cam_panels.append(visualize.overlay_cam(image, heat(shown[c])))
+      cam_titles.append(f'{i}: {class_names[c]} s={visualize.sigmoid(logits[c]):.2f}')
   visualize.save_panels(os.path.join(out_dir, 'boxes.png'), box_panels, box_titles)
   visualize.save_panels(os.path.join(out_dir, 'cams.png'), cam_panels, cam_titles)
 
@@ -129,8 +136,63 @@ def map_expansion_fields(config, overrides):
   return fields
 
 
+def model_fields(config, overrides):
+  """A copy of config.model with `overrides` (a dict of INFERENCE_MODEL_FIELDS; None values
+  ignored) on top, checked."""
+  model = config.model.copy_and_resolve_references()
+  for name, value in (overrides or {}).items():
+    if value is None:
+      continue
+    if name not in INFERENCE_MODEL_FIELDS:
+      raise UserError(f'model.{name} cannot change at evaluation (it defines the trained model); '
+                      f'only {tuple(INFERENCE_MODEL_FIELDS)} can.')
+    allowed = INFERENCE_MODEL_FIELDS[name]
+    check_field(value in allowed, f'model.{name}', value, f'one of {allowed}')
+    model[name] = value
+  return model
+
+
+class _OutputsCache:
+  """The model's (logits, class maps) of every evaluated batch, kept in one .npz per key.
+
+  A transform 'X+relative' is X's maps followed by the relative rule, a cheap numpy step: with a
+  cache, X's outputs are computed once (AdvCAM's climb costs hundreds of plain passes) and
+  'X' and 'X+relative' are both scored from them. The key fingerprints everything the outputs
+  depend on: the checkpoint step, the split, the data and model configs and the transform X.
+  """
+
+  def __init__(self, folder, key_fields):
+    digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode())
+    self.path = os.path.join(folder, digest.hexdigest()[:20] + '.npz')
+    self.stored = None
+    if os.path.isfile(self.path):
+      with np.load(self.path) as data:
+        self.stored = [(data[f'logits_{i}'], data[f'maps_{i}']) for i in range(len(data) // 2)]
+    self.new, self.used = [], 0
+
+  def predict(self, predict_fn, images):
+    """The stored outputs of the next batch, or predict_fn's (kept to be saved)."""
+    if self.stored is not None:
+      out = self.stored[self.used]
+    else:
+      out = predict_fn(images)
+      self.new.append(out)
+    self.used += 1
+    return out
+
+  def save(self):
+    """Writes the outputs computed in this pass (atomically), unless they came from the file."""
+    if self.stored is None and self.new:
+      os.makedirs(os.path.dirname(self.path), exist_ok=True)
+      arrays = {}
+      for i, (logits, maps) in enumerate(self.new):
+        arrays[f'logits_{i}'], arrays[f'maps_{i}'] = logits, maps
+      files.write_atomically(self.path, lambda f: np.savez(f, **arrays))
+
+
 def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0,
-                        output=None, protocol=None, expansion=None):
+                        output=None, protocol=None, expansion=None, model_overrides=None,
+                        outputs_cache=None):
   """Restores a run's checkpoint and config, evaluates a split in one pass, writes the report.
 
   Every argument is checked, and the output folder made and probed, before the model runs.
@@ -147,11 +209,17 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     expansion: overrides of config.eval's 'map_expansion*' fields (a dict, None values
       ignored): the maps' transform (models/expansion.py: the relative box rule, test-time
       erasing, adversarial climbing).
+    model_overrides: overrides of the checkpoint's config.model fields that change only
+      inference (INFERENCE_MODEL_FIELDS; a dict, None values ignored), e.g.
+      {'acol_fusion': 'logits'} scores an ACoL run's mean raw maps instead of its normalised ones.
+    outputs_cache: a folder where the model's outputs under the transform (before a '+relative'
+      step) are kept and reused: 'advcam' and 'advcam+relative' of one checkpoint then climb once.
 
   Returns:
     The output directory, holding metrics.json, tables.md and the figures.
   """
   config, variables, step = checkpoints.restore(workdir, step)
+  model = model_fields(config, model_overrides)
   split = split or config.data.eval_split
   info = pipeline.dataset_info(_with_eval_split(config, split))  # Checks the split.
   scoring = evaluator.protocol_from_config(config.get('eval'), **(protocol or {}))
@@ -159,8 +227,25 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
            if compare else None)
   out_dir = _output_dir(workdir, step, split, config, output)
   expand = map_expansion_fields(config, expansion)
-  predict_fn = make_predict_fn(network.create_model(config.model, info.num_classes), variables,
-                               expansionlib.from_config(expand))
+  base, _, then = expand['map_expansion'].partition('+')
+  cache = None
+  if outputs_cache:  # The transform's '+relative' step runs after the (cached) outputs.
+    cache = _OutputsCache(outputs_cache, {'step': int(step), 'split': split,
+                                          'data': config.data.to_dict(),
+                                          'batch': config.eval.batch_size, 'model': model.to_dict(),
+                                          'transform': dict(expand, map_expansion=base)})
+  model_fn = make_predict_fn(network.create_model(model, info.num_classes), variables,
+                             expansionlib.from_config(dict(expand, map_expansion=base)
+                                                      if cache else expand))
+
+  def predict_fn(images):
+    if cache is None:
+      return model_fn(images)
+    logits, maps = cache.predict(model_fn, images)
+    if then == 'relative':
+      maps = np.asarray(expansionlib.acol.normalise_maps(maps)) - expand['map_expansion_threshold']
+    return logits, maps
+
   pool = evaluator.sweep_pool(workers)
   failed = True
   try:
@@ -176,6 +261,8 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
         measures.add(batch, class_maps)
       examples.add(batch, logits, class_maps)
     result = scorer.compute()
+    if cache:
+      cache.save()
     failed = False
   finally:
     evaluator.close_pool(pool, failed)
@@ -183,6 +270,8 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     result.update(measures.compute())
   described = scoring.describe()
   described['map_expansion'] = expansionlib.describe(expand)
+  if model.head == 'acol':
+    described['acol_fusion'] = model.get('acol_fusion', 'normalised')
   result.update(dataset=config.data.dataset, split=split, step=int(step), protocol=described,
                 metrics=report.METRICS)
   files.write_text(os.path.join(out_dir, 'metrics.json'),
@@ -191,5 +280,5 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
                    report.markdown_report(result, info.class_names, config.data.dataset, split, step))
   if figures > 0 and examples.taken:
     write_figures(out_dir, examples.batch(), info.class_names, result['per_class'],
-                  config.data.dataset, scoring.threshold, other)
+                  config.data.dataset, scoring.threshold, other, visualize.heat_fn(model, expand))
   return out_dir

@@ -134,8 +134,9 @@ def _check_iou_thresholds(iou_thresholds):
   return values
 
 
-def resize_and_normalize(cam, where='cam'):
-  """Rules 1-3: float64, cv2 INTER_CUBIC resize to 224 x 224, then `normalize_scoremap`."""
+def resize_and_normalize(cam, where='cam', size=(RESIZE_LENGTH, RESIZE_LENGTH)):
+  """Rules 1-3: float64, cv2 INTER_CUBIC resize to `size` (height, width; 224 x 224 for
+  MaxBoxAcc, the mask's size for PxAP), then `normalize_scoremap`."""
   try:
     array = np.asarray(cam)
   except (TypeError, ValueError):
@@ -147,7 +148,8 @@ def resize_and_normalize(cam, where='cam'):
   if np.isinf(array).any():
     raise UserError(f'{where}: the cam holds infinite values; fix the model output '
                     f'(NaN maps are scored as all-zero maps, infinite ones are refused).')
-  resized = cv2.resize(array, (RESIZE_LENGTH, RESIZE_LENGTH), interpolation=cv2.INTER_CUBIC)
+  height, width = size
+  resized = cv2.resize(array, (width, height), interpolation=cv2.INTER_CUBIC)  # dsize: (w, h).
   if np.isnan(resized).any():
     return np.zeros_like(resized)
   if np.isinf(resized).any():

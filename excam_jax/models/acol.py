@@ -8,9 +8,12 @@ by the same entry point (excam_jax/train.py: stage 'a', then stage 'b'):
   >= `model.acol_threshold` (0.6) for any of the image's ground-truth classes (A frozen, in
   inference mode);
 - at test the images are erased with the classes A predicts (sigmoid(s_c) > 0.5), and the class
-  map is the mean of A's and B's normalised maps, shifted by -0.5 so that the boxes' threshold
-  z > 0 (config.eval.threshold = 0) keeps the cells where that mean exceeds 0.5. The class
-  scores are A's: B only ever sees erased images.
+  map fuses A's and B's maps as `model.acol_fusion` says (`fuse_maps`): 'normalised' (default,
+  the thesis's) is the mean of their min-max normalised maps, shifted by -0.5 so that the boxes'
+  threshold z > 0 (config.eval.threshold = 0) keeps the cells where that mean exceeds 0.5, a
+  relative rule; 'logits' is the mean of their raw maps z, so that boxes at z > 0 keep
+  sigma(z) > 0.5 as for WILDCAT. The class scores are A's either way: B only ever sees erased
+  images. The fusion changes only inference: one checkpoint can be evaluated both ways.
 
 Erasing sets the pixels to 0 in the normalised input, the data set's mean colour. The original
 ACoL erases features between two heads on one trunk and fuses by an elementwise max; this is the
@@ -55,22 +58,32 @@ def erase_mask(class_maps, classes, image_size, threshold=0.6):
   return hit.any(axis=-1, keepdims=True).astype(jnp.float32)
 
 
-def fuse_maps(maps_a, maps_b):
-  """The final class map: mean of the two normalised maps, minus 0.5 (z > 0 <=> mean > 0.5)."""
-  return 0.5 * (normalise_maps(maps_a) + normalise_maps(maps_b)) - 0.5
+def fuse_maps(maps_a, maps_b, fusion='normalised'):
+  """The final class map of A's and B's maps (B, h, w, C).
+
+  'normalised': (norm(z_A) + norm(z_B)) / 2 - 0.5 with norm the min-max normalisation of
+  `normalise_maps` (z > 0 <=> the mean of the normalised maps > 0.5);
+  'logits': (z_A + z_B) / 2, on the scale of z (z > 0 <=> sigma(z) > 0.5 for a mean logit).
+  """
+  if fusion == 'normalised':
+    return 0.5 * (normalise_maps(maps_a) + normalise_maps(maps_b)) - 0.5
+  if fusion == 'logits':
+    return 0.5 * (maps_a + maps_b)
+  raise ValueError(f"acol_fusion must be 'normalised' or 'logits', got {fusion!r}.")
 
 
 class ACoLNet(nn.Module):
   """Classifiers A and B (each a network.WSOLNet) under params['a'] and params['b'].
 
   `apply(variables, images, train=False)` is the test-time model: `(A's logits, aux)` with
-  aux['class_maps'] the fused map and aux['maps_a'], aux['maps_b'], aux['erased'] (the mask).
-  The training stages are the methods `stage_a(images, train)` and
+  aux['class_maps'] the fused map (`fuse_maps` with `fusion`) and aux['maps_a'], aux['maps_b'],
+  aux['erased'] (the mask). The training stages are the methods `stage_a(images, train)` and
   `stage_b(images, labels, train)`.
   """
   a: nn.Module
   b: nn.Module
   threshold: float = 0.6
+  fusion: str = 'normalised'
 
   def _erase(self, images, maps_a, classes):
     mask = erase_mask(jax.lax.stop_gradient(maps_a), classes, images.shape[1:3], self.threshold)
@@ -83,7 +96,7 @@ class ACoLNet(nn.Module):
     erased, mask = self._erase(images, maps_a, predicted)
     _, aux_b = self.b(erased, train=False)
     maps_b = aux_b['class_maps'].astype(jnp.float32)
-    return logits_a, {'class_maps': fuse_maps(maps_a, maps_b), 'maps_a': maps_a,
+    return logits_a, {'class_maps': fuse_maps(maps_a, maps_b, self.fusion), 'maps_a': maps_a,
                       'maps_b': maps_b, 'erased': mask}
 
   def stage_a(self, images, train=False):

@@ -21,20 +21,32 @@
   region of the object, as adversarial erasing does in training (Wei et al., CVPR 2017) and
   ACoL's second classifier; here nothing is retrained, so it applies to every head. The maximum
   keeps each region's own evidence on the scale of z.
-- 'advcam': adversarial climbing, after AdvCAM (Lee et al., CVPR 2021). For every class c
-  separately the image climbs its own score: x^0 = the image, and for t = 0..T-1
+- 'advcam': adversarial climbing as AdvCAM publishes it (Lee et al., CVPR 2021; the reference is
+  jbeomlee93/AdvCAM obtain_CAM_masking.py). Each climbed class c of an image climbs its own
+  score from x_0 = the image, for t = 0..T-2:
 
-    x^{t+1} = clip(x^t + xi * g / max|g|),
-    g = grad_x [s_c(x^t) - sum_{k != c} relu(s_k(x^t))
-                - lambda * sum_cells M^t |relu(z_c(x^t)) - relu(z_c(x^0))|],
+    x_{t+1} = clip(x_t + xi * g_t / max|g_t|),
+    g_t = grad_x [s_c(x_t) - sum_{k != c} relu(s_k(x_t))
+                  - lambda * sum_cells M_t |relu(z_c(x_t)) - relu(z_c(x_0))|],
+    A_t = sum_{s <= t} relu(z_c(x_s)),   M_t = 1[A_t / max A_t > tau],
 
-  clipped to the image's own value range, M^t the cells where relu(z_c(x^t)) / its maximum >
-  `map_expansion_threshold` (the region already found, held at its first value so that the
-  climb grows the map elsewhere instead of inflating the peak); xi = `map_expansion_step_size`,
-  lambda = `map_expansion_weight`, T = `map_expansion_steps`. The other classes' scores are kept
-  from rising. The class map is the mean over t = 0..T of z_c(x^t), on the scale of z. (AdvCAM
-  accumulates relu'd maps and divides by their maximum: 'advcam+relative' gives that relative
-  form; its defaults are T = 27, xi = 0.08, lambda = 7 for its Grad-CAM maps.)
+  and its map is A / max A (0 where A is all 0), A = A_{T-1}: the sum of the relu'd maps of the
+  image and of T - 1 climbed images, T = `map_expansion_climb_steps` (27, the reference's
+  adv_iter: its loop adds the map of x_0..x_{T-1}, step 0 included, and takes one more step whose
+  image it never looks at, which is skipped here). As in the reference, clip is to the current
+  image's own value range and max|g| is over the whole image. M holds the region already found
+  at its first value, so the climb grows the map elsewhere instead of inflating the peak, and the
+  other classes' scores are kept from rising. xi = `map_expansion_step_size` (0.08), lambda =
+  `map_expansion_weight` (7), tau = `map_expansion_threshold` (0.5).
+  The climbed classes are the image's predicted ones (sigmoid(s_c) > 0.5; the top-scoring class
+  when none is), at most P = `map_expansion_climb_classes` of them, the top-scoring first; the
+  others (predicted classes beyond P included) get A at T = 1, relu(z_c) / max relu(z_c), so
+  every map is on [0, 1]. Boxes at > 0 keep the support of A. Unlike the reference: z_c is the
+  model's own class map (the reference takes Grad-CAM at its stage 4 of a CAM network, close to
+  relu(z_c)), s the model's logits (the reference's are spatial means of relu'd maps); one scale
+  and no flip; predicted classes instead of the ground truth; M from the accumulated map A_t
+  (SPEC.md 1.4), where the released code takes it from the current map relu(z_c(x_t))
+  (`adversarial_climbing(..., current_mask=True)`).
 - 'erase+relative', 'advcam+relative': the transform, then the relative rule on its maps.
 
 In every case the scores stay those of the plain image, so classification and the ranking of
@@ -51,8 +63,11 @@ from excam_jax import config_checks
 from excam_jax.models import acol
 
 EXPANSIONS = config_checks.EXPANSIONS
+# Erasing's passes and AdvCAM's steps are separate fields, so that AdvCAM's 27 leaves erasing's
+# 2 alone; a config saved before a field existed gets its value here.
 DEFAULTS = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5,
-            'map_expansion_step_size': 0.08, 'map_expansion_weight': 7.0}
+            'map_expansion_step_size': 0.08, 'map_expansion_weight': 7.0,
+            'map_expansion_climb_steps': 27, 'map_expansion_climb_classes': 2}
 
 
 def expand_by_erasing(apply_fn, images, steps, threshold):
@@ -81,62 +96,107 @@ def relative_maps(apply_fn, images, level):
   return logits, acol.normalise_maps(maps) - level
 
 
-def climbing_objective(logits, maps, initial, cls, threshold, weight):
-  """AdvCAM's objective for class `cls` per image, summed: (value, maps of cls (B, h, w)).
+def max_normalise(maps):
+  """maps / their maximum over space (axes 1, 2) per map; 0 where the maximum is <= 0."""
+  peak = jnp.max(maps, axis=(1, 2), keepdims=True)
+  return jnp.where(peak > 0, maps / jnp.where(peak > 0, peak, 1.0), 0.0)
+
+
+def own_map(maps, own):
+  """relu(z_c) (N, h, w) of each image's class c, one-hot in `own` (N, C): products, not a dot,
+  which a GPU or TPU would round at its default precision."""
+  return jax.nn.relu(jnp.sum(maps * own[:, None, None, :], axis=-1))
+
+
+def climbing_objective(logits, maps, own, initial, total, threshold, weight, current_mask=False):
+  """AdvCAM's objective summed over the climbed images: (value, relu(z_c) (N, h, w)).
+
+  value = sum_n s_c - sum_{k != c} relu(s_k) - weight * sum_cells M |relu(z_c) - initial|,
+  M = 1[A / max A > threshold], A = total + relu(z_c) (the map accumulated up to this step).
 
   Args:
-    logits: (B, C) scores of the climbed images.
-    maps: (B, h, w, C) their class maps.
-    initial: (B, h, w) relu(z_cls) of the plain images.
-    cls: the class (an int or a traced scalar).
-    threshold: the restricted region is relu(z_cls) / max > threshold.
+    logits: (N, C) scores of the climbed images.
+    maps: (N, h, w, C) their class maps.
+    own: (N, C) one-hot of each image's climbed class c; a zero row (padding) adds nothing.
+    initial: (N, h, w) relu(z_c(x_0)), the maps of the plain images.
+    total: (N, h, w) the sum of relu(z_c) over the earlier steps.
+    threshold: tau, M's level.
     weight: lambda, the restriction's weight.
+    current_mask: M from relu(z_c) alone, as the released code does.
   """
-  own = jax.nn.one_hot(cls, logits.shape[-1], dtype=logits.dtype)
   score = jnp.sum(logits * own, axis=-1)
   others = jnp.sum(jax.nn.relu(logits) * (1.0 - own), axis=-1)
-  current = jnp.sum(maps * own, axis=-1)
-  region = jax.nn.relu(current)
-  found = region > threshold * jnp.max(region, axis=(1, 2), keepdims=True)
-  found = jax.lax.stop_gradient(found & (jnp.max(region, axis=(1, 2), keepdims=True) > 0))
+  region = own_map(maps, own)
+  held = max_normalise(jax.lax.stop_gradient(region if current_mask else total + region))
   change = region - initial
-  # |change| with the subgradient 0 at 0 (jnp.abs's is 1 there), so that the first step, where
-  # nothing has changed yet, is not pushed by the restriction.
+  # |change| with the subgradient 0 at 0, as torch.abs has (jnp.abs's is 1), so that the first
+  # step, where nothing has changed yet, is not pushed by the restriction.
   distance = change * jax.lax.stop_gradient(jnp.sign(change))
-  restrict = jnp.sum(jnp.where(found, distance, 0.0), axis=(1, 2))
-  return jnp.sum(score - others - weight * restrict), current
+  restrict = jnp.sum(jnp.where(held > threshold, distance, 0.0), axis=(1, 2))
+  return jnp.sum(jnp.max(own, axis=-1) * (score - others - weight * restrict)), region
 
 
-def climb_step(x, grad, low, high, step_size):
-  """x + step_size * grad / max|grad| per image, clipped to [low, high] per image."""
-  scale = jnp.max(jnp.abs(grad), axis=(1, 2, 3), keepdims=True) + 1e-12
+def climb_step(x, grad, step_size):
+  """x + step_size * grad / max|grad| per image, clipped to the image's own [min x, max x]."""
+  axes = (1, 2, 3)
+  scale = jnp.max(jnp.abs(grad), axis=axes, keepdims=True) + 1e-12
+  low, high = jnp.min(x, axis=axes, keepdims=True), jnp.max(x, axis=axes, keepdims=True)
   return jnp.clip(x + step_size * grad / scale, low, high)
 
 
-def adversarial_climbing(apply_fn, images, steps, threshold, step_size, weight):
-  """(logits of the plain images, mean over the climb of each class's own map) (see above)."""
+def climbed_classes(logits, max_classes):
+  """(B, P, C) one-hots of the classes each image climbs, P = min(C, max_classes): its P
+  top-scoring classes, kept where predicted (s > 0) or top-scoring; other rows are zero."""
+  p = min(logits.shape[-1], max_classes)
+  top, classes = jax.lax.top_k(logits, p)
+  keep = (top > 0) | (jnp.arange(p) == 0)
+  return jax.nn.one_hot(classes, logits.shape[-1], dtype=logits.dtype) * keep[..., None]
+
+
+def adversarial_climbing(apply_fn, images, steps, threshold, step_size, weight, max_classes=2,
+                         current_mask=False):
+  """(logits of the plain images, AdvCAM's maps (B, h, w, C) on [0, 1]) (see above).
+
+  The B * P (image, class) slots climb as one batch of a fixed size, padding slots included, so
+  that the transform compiles once per batch shape.
+
+  Args:
+    apply_fn: images -> (logits (B, C), class_maps (B, h, w, C)).
+    images: (B, H, W, 3) normalised images.
+    steps: T >= 1, the maps summed: the image's and those of T - 1 climbed images.
+    threshold: tau, the level of the restriction mask M.
+    step_size: xi.
+    weight: lambda, the restriction's weight.
+    max_classes: P, the most classes climbed per image.
+    current_mask: M from the current map instead of the accumulated one (the released code).
+  """
   logits, maps = apply_fn(images)
-  low = jnp.min(images, axis=(1, 2, 3), keepdims=True)
-  high = jnp.max(images, axis=(1, 2, 3), keepdims=True)
+  own = climbed_classes(logits, max_classes)
+  b, p, c = own.shape
+  own = own.reshape(b * p, c)
 
-  def one_class(cls):
-    initial = jax.nn.relu(jnp.take(maps, cls, axis=-1))
+  def objective(x, total, initial, first):
+    scores, z = apply_fn(x)
+    # At t = 0 the held region is compared with itself from this same pass, so that |change| is
+    # exactly 0 (another pass can differ in the last bit, and its sign would push the first step).
+    initial = jnp.where(first, jax.lax.stop_gradient(own_map(z, own)), initial)
+    return climbing_objective(scores, z, own, initial, total, threshold, weight, current_mask)
 
-    def objective(x):
-      return climbing_objective(*apply_fn(x), initial, cls, threshold, weight)
+  gradient = jax.grad(objective, has_aux=True)
 
-    gradient = jax.grad(objective, has_aux=True)
+  def body(t, carry):
+    x, total, initial = carry
+    grad, region = gradient(x, total, initial, t == 0)
+    initial = jnp.where(t == 0, region, initial)
+    return climb_step(x, grad, step_size), total + region, initial
 
-    def body(_, carry):
-      x, total = carry
-      grad, current = gradient(x)
-      return climb_step(x, grad, low, high, step_size), total + current
-
-    x, total = jax.lax.fori_loop(0, steps, body, (images, jnp.zeros(maps.shape[:3], maps.dtype)))
-    return (total + jnp.take(apply_fn(x)[1], cls, axis=-1)) / (steps + 1)
-
-  climbed = jax.lax.map(one_class, jnp.arange(maps.shape[-1]))  # (C, B, h, w)
-  return logits, jnp.moveaxis(climbed, 0, -1)
+  x = jnp.repeat(images, p, axis=0)
+  zeros = jnp.zeros((b * p,) + maps.shape[1:3], maps.dtype)
+  x, total, _ = jax.lax.fori_loop(0, steps - 1, body, (x, zeros, zeros))
+  climbed = max_normalise(total + own_map(apply_fn(x)[1], own)).reshape((b, p) + zeros.shape[1:])
+  own = own.reshape(b, p, 1, 1, c)
+  chosen = jnp.sum(climbed[..., None] * own, axis=1)
+  return logits, jnp.where(jnp.sum(own, axis=1) > 0, chosen, max_normalise(jax.nn.relu(maps)))
 
 
 def transform(apply_fn, images, kind, fields):
@@ -149,9 +209,10 @@ def transform(apply_fn, images, kind, fields):
   if base == 'erase':
     logits, maps = expand_by_erasing(apply_fn, images, steps, level)
   else:
-    logits, maps = adversarial_climbing(apply_fn, images, steps, level,
-                                        float(fields['map_expansion_step_size']),
-                                        float(fields['map_expansion_weight']))
+    logits, maps = adversarial_climbing(apply_fn, images, int(fields['map_expansion_climb_steps']),
+                                        level, float(fields['map_expansion_step_size']),
+                                        float(fields['map_expansion_weight']),
+                                        int(fields['map_expansion_climb_classes']))
   if then == 'relative':
     maps = acol.normalise_maps(maps) - level
   return logits, maps
@@ -183,8 +244,11 @@ def describe(fields):
     text = (f"test-time erasing: {fields['map_expansion_steps']} passes, erase where a pass's "
             f'normalised map of a predicted class is >= {level}, cellwise max of the maps')
   else:
-    text = (f"adversarial climbing (AdvCAM): {fields['map_expansion_steps']} steps of size "
-            f"{fields['map_expansion_step_size']} per class, restriction weight "
-            f"{fields['map_expansion_weight']} on the cells above {level} of the map's maximum, "
-            'mean of the maps over the climb')
+    steps = fields['map_expansion_climb_steps']
+    text = (f"adversarial climbing (AdvCAM): each predicted class (at most "
+            f"{fields['map_expansion_climb_classes']} per image, else the top-scoring one) climbs "
+            f"{steps - 1} steps of size {fields['map_expansion_step_size']}, restriction weight "
+            f"{fields['map_expansion_weight']} on the cells above {level} of the accumulated "
+            f"map's maximum; its map is the sum of the {steps} relu'd maps over its maximum, the "
+            "other classes' relu(z) over its maximum")
   return text + ('; then ' + relative if then == 'relative' else '')

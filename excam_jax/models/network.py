@@ -35,7 +35,10 @@ def create_model(model_config, num_classes, head=None):
   model.head picks the method: 'cam' is `variants.CAMHead`; 'wildcat', 'excam' and 'adl' are a
   `wildcat.WildcatHead` with no transform, `excam.SequentialDropout` or
   `variants.AttentionDropout`, each built from its own config fields; 'acol' is an
-  `acol.ACoLNet` of two networks of the kind model.acol_head. `head` overrides model.head.
+  `acol.ACoLNet` of two networks of the kind model.acol_head, its test-time map fused as
+  model.acol_fusion. model.class_pooling ('mean' or 'max' over a class's M maps) sets the
+  WILDCAT-family heads' class-wise pooling; CAM has none. `head` overrides model.head. Fields
+  absent from configs saved before they existed take the value those runs had.
   """
   m = model_config
   head = head or m.head
@@ -44,12 +47,16 @@ def create_model(model_config, num_classes, head=None):
   if head == 'acol':  # Two classifiers of the kind model.acol_head (models/acol.py).
     base = m.get('acol_head', 'wildcat')
     return acol.ACoLNet(a=create_model(m, num_classes, base), b=create_model(m, num_classes, base),
-                        threshold=m.get('acol_threshold', 0.6))
+                        threshold=m.get('acol_threshold', 0.6),
+                        fusion=m.get('acol_fusion', 'normalised'))
   conv_impl = m.get('conv_impl', 'auto')  # Absent from configs saved before it existed.
   trunk = resnet.ResNet(depth=m.depth, width=m.width, output_stride=m.output_stride,
                         dtype=DTYPES[m.dtype], freeze_bn=m.freeze_bn, remat=m.remat,
                         conv_impl=conv_impl)
+  pooling = m.get('class_pooling', 'mean')
   if head == 'cam':
+    if pooling != 'mean':
+      raise ValueError(f"model.class_pooling must be 'mean' with a CAM head, got {pooling!r}.")
     return WSOLNet(trunk=trunk, head=variants.CAMHead(num_classes=num_classes))
   transform = None
   if head == 'excam':
@@ -60,6 +67,6 @@ def create_model(model_config, num_classes, head=None):
   elif head == 'adl':
     transform = variants.AttentionDropout(gamma=m.adl_gamma, drop_rate=m.adl_drop_rate)
   wildcat_head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
-                                     kmin=m.kmin, alpha=m.alpha, transform=transform,
-                                     conv_impl=conv_impl)
+                                     kmin=m.kmin, alpha=m.alpha, class_pooling=pooling,
+                                     transform=transform, conv_impl=conv_impl)
   return WSOLNet(trunk=trunk, head=wildcat_head)

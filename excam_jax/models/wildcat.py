@@ -1,7 +1,10 @@
-"""WILDCAT head: 1x1 conv to C*M maps, class-wise mean over M, top-k/bottom-k spatial pooling.
+"""WILDCAT head: 1x1 conv to C*M maps, class-wise mean (or max) over M, top-k/bottom-k pooling.
 
-Between the conv and the mean the head applies a per-map transform handed to it (ex-CAM's
-sequential dropout, ADL, or none for WILDCAT itself); `network.create_model` picks it.
+Between the conv and the class-wise pooling the head applies a per-map transform handed to it
+(ex-CAM's sequential dropout, ADL, or none for WILDCAT itself); `network.create_model` picks it.
+`class_pooling='max'` takes the max of a class's maps instead of their mean: the `wildcat_max`
+control, whose boxes at z > 0 are the union of its maps' supports, as ex-CAM's are at M = 2 with
+self_drop=False; only it tells sequential dropout from an OR of maps.
 
 Durand et al., "WILDCAT: Weakly Supervised Learning of Deep ConvNets for Image Classification,
 Pointwise Localization and Segmentation", CVPR 2017. The pooling follows the official code,
@@ -35,12 +38,27 @@ def resolve_k(k, n):
   return min(int(k), n)
 
 
-def class_wise_pool(maps, num_maps):
-  """Class-wise mean: (B, h, w, C*M) -> (B, h, w, C); channel c*M + m is map m of class c."""
+def pool_maps(maps, pooling='mean'):
+  """A class's maps F_1..F_M (last axis) -> its class map: z = mean_m F_m or z = max_m F_m.
+
+  The max passes its gradient to the largest map only (split evenly among tied maps).
+  """
+  if pooling == 'mean':
+    return maps.mean(axis=-1)
+  if pooling == 'max':
+    return maps.max(axis=-1)
+  raise ValueError(f"class_pooling must be 'mean' or 'max', got {pooling!r}.")
+
+
+def class_wise_pool(maps, num_maps, pooling='mean'):
+  """Class-wise pooling: (B, h, w, C*M) -> (B, h, w, C); channel c*M + m is map m of class c.
+
+  `pooling` is 'mean' or 'max' over the M maps (see `pool_maps`).
+  """
   b, h, w, cm = maps.shape
   if cm % num_maps:
     raise ValueError(f'{cm} channels are not a multiple of num_maps={num_maps}.')
-  return maps.reshape(b, h, w, cm // num_maps, num_maps).mean(axis=-1)
+  return pool_maps(maps.reshape(b, h, w, cm // num_maps, num_maps), pooling)
 
 
 def wildcat_pool(maps, kmax=0.2, kmin=None, alpha=0.6):
@@ -67,7 +85,7 @@ def wildcat_pool(maps, kmax=0.2, kmin=None, alpha=0.6):
 
 
 class WildcatHead(nn.Module):
-  """1x1 conv -> per-map transform -> class-wise mean -> WILDCAT pooling.
+  """1x1 conv -> per-map transform -> class-wise mean (or max) -> WILDCAT pooling.
 
   The method lives in `transform`, a Module called as `transform(maps, train)` on the
   (B, h, w, C, M) maps that returns maps of the same shape: `excam.SequentialDropout` (ex-CAM),
@@ -79,11 +97,12 @@ class WildcatHead(nn.Module):
     num_classes: C.
     num_maps: M maps per class.
     kmax, kmin, alpha: spatial pooling settings (see `wildcat_pool`).
+    class_pooling: 'mean' (WILDCAT) or 'max' over a class's M transformed maps (`pool_maps`).
     transform: the per-map transform, or None for none.
     conv_impl: how the 1x1 conv is computed (`fastconv`; the same parameters either way).
 
   Returns `(logits, aux)`: logits (B, C) are the pooled scores s_c; aux holds 'class_maps'
-  (B, h, w, C), the class-wise mean of the transformed maps, and 'maps' (B, h, w, C, M) before
+  (B, h, w, C), the class-wise pooling of the transformed maps, and 'maps' (B, h, w, C, M) before
   and 'dropped_maps' after the transform.
   """
   num_classes: int
@@ -91,6 +110,7 @@ class WildcatHead(nn.Module):
   kmax: float = 0.2
   kmin: Optional[float] = None
   alpha: float = 0.6
+  class_pooling: str = 'mean'
   transform: Optional[nn.Module] = None
   conv_impl: str = 'auto'
 
@@ -109,6 +129,6 @@ class WildcatHead(nn.Module):
     b, h, w, _ = x.shape
     maps = x.reshape(b, h, w, self.num_classes, self.num_maps)
     dropped = maps if self.transform is None else self.transform(maps, train)
-    class_maps = dropped.mean(axis=-1)
+    class_maps = pool_maps(dropped, self.class_pooling)
     logits = wildcat_pool(class_maps, self.kmax, self.kmin, self.alpha)
     return logits, {'class_maps': class_maps, 'maps': maps, 'dropped_maps': dropped}
