@@ -65,3 +65,16 @@ def import_tensorflow():
   except RuntimeError:  # Already initialised by the caller: keep its settings.
     pass
   return tf
+
+
+@contextlib.contextmanager
+def quiet_absl_warnings():
+  """absl WARNING lines off for the body (errors kept): TFDS notes, as warnings, folders it scans
+  and finds empty, which says nothing to a user who has not prepared the data yet."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  saved = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(saved)

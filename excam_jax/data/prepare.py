@@ -14,6 +14,7 @@ from absl import flags
 import ml_collections
 
 from excam_jax import cli
+from excam_jax import native
 from excam_jax.data import voc_info
 from excam_jax.errors import UserError
 
@@ -57,8 +58,10 @@ def prepare(dataset, data_dir='', manual_dir=''):
   from excam_jax.data import voc  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(
       {'data': {'dataset': dataset, 'data_dir': data_dir, 'manual_dir': manual_dir}})
-  builder = tfds.builder(dataset, data_dir=data_dir or None)
-  if voc.is_prepared(builder):
+  with native.quiet_absl_warnings():  # TFDS's note on the empty folder it looked in.
+    builder = tfds.builder(dataset, data_dir=data_dir or None)
+    prepared = voc.is_prepared(builder)
+  if prepared:
     print(f'{dataset} is already prepared in {builder.data_dir}.')
   else:
     directory = voc.manual_dir(config)
