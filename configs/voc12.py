@@ -20,7 +20,8 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   config.data = ml_collections.ConfigDict()
-  config.data.dataset = 'voc/2012'  # 'voc/2007' | 'voc/2012' | 'parts'
+  # 'voc/2007' | 'voc/2012' | 'parts' | 'wsol/cub' | 'wsol/ilsvrc' | 'wsol/openimages'
+  config.data.dataset = 'voc/2012'
   config.data.train_split = 'train'
   config.data.eval_split = 'validation'
   config.data.data_dir = ''  # TFDS data dir; '' = TFDS default (~/tensorflow_datasets).
@@ -33,6 +34,11 @@ def get_config():
       'body_cue': 0.0,  # c in [0, 1]: how often a body's tint names its class (data/synthetic.py).
       'difficult_objects': False,  # Also draw tiny and truncated objects (robustness runs).
       'probe': 'none'})  # 'none' | 'body_only' (parts painted over) | 'part_only' (no bodies).
+  config.data.wsol = ml_collections.ConfigDict({  # Only read for 'wsol/...' (data/wsol.py).
+      'data_root': '',  # Holds <CUB|ILSVRC|OpenImages>/<image_id> (wsolevaluation's --data_root).
+      'metadata_root': '',  # wsolevaluation's metadata/: CUB/train/image_ids.txt, ...
+      'mask_root': '',  # Holds OpenImages/<mask png> (wsolevaluation's --mask_root).
+      'resize_size': 256})  # Training: resize to this square, then a random image_size crop.
 
   config.model = ml_collections.ConfigDict()
   config.model.head = 'excam'  # 'excam' | 'wildcat' | 'cam' | 'adl' | 'acol'
@@ -62,7 +68,8 @@ def get_config():
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
   config.model.freeze_bn = False  # Use running statistics in training (tiny per-device batches).
   config.model.remat = False  # Rematerialise trunk stages to save memory.
-  # Convolutions: 'auto' (1x1 as matmuls on CPU, XLA's elsewhere) | 'xla' | 'dot1x1' | 'matmul'.
+  # Convolutions: 'auto' (1x1 as matmuls on CPU, XLA's elsewhere) | 'xla' | 'dot1x1' | 'matmul'
+  # | 'onednn' (k x k through oneDNN on CPU, built on first use; models/onednn.py).
   config.model.conv_impl = 'auto'
   config.model.pretrained = ''  # ImageNet ResNet weights (.safetensors or .npz, torchvision names).
 
@@ -89,6 +96,15 @@ def get_config():
   config.train.eval_every_steps = 1000
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
+  # Input augmentation in training, any head (excam_jax/training/augment.py; wsolevaluation's
+  # defaults): 'none' | 'has' (Hide-and-Seek: has_grid-pixel squares hidden with probability
+  # has_drop_rate) | 'cutmix' (with probability cutmix_prob, a box of area about (1 - lam),
+  # lam ~ Beta(cutmix_beta, cutmix_beta), pasted from another image of the batch).
+  config.train.augment = 'none'
+  config.train.has_grid = 4
+  config.train.has_drop_rate = 0.5
+  config.train.cutmix_beta = 1.0
+  config.train.cutmix_prob = 1.0
   # Multi-host (jax.distributed.initialize); off for one process.
   config.train.distributed = ml_collections.ConfigDict({
       'enabled': False, 'coordinator_address': '', 'num_processes': 1, 'process_id': 0})

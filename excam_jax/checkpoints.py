@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from excam_jax import config_checks
 from excam_jax import files
 from excam_jax.errors import UserError
 
@@ -39,13 +40,15 @@ _COMPUTE_ONLY = ('model.dtype', 'model.remat', 'model.conv_impl', 'model.pretrai
 # trains a different run than the one checkpointed, so it needs the caller's explicit consent.
 SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_learning_rate',
                    'optim.schedule', 'optim.warmup_steps', 'optim.momentum', 'optim.weight_decay',
-                   'optim.optimizer')
+                   'optim.optimizer', 'train.augment', 'train.has_grid', 'train.has_drop_rate',
+                   'train.cutmix_beta', 'train.cutmix_prob')
 # Fields added after checkpoints were first written, with the value that older checkpoints
 # behaved as: a saved config without the field counts as holding that value.
 ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
                   'model.acol_fusion': 'normalised', 'model.class_pooling': 'mean',
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
-                  'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0}
+                  'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0,
+                  **{f'train.{k}': v for k, v in config_checks.AUGMENT_DEFAULTS.items()}}
 DAMAGED_DIR = 'damaged_checkpoints'
 _LOG = logging.getLogger(__name__)
 

@@ -13,9 +13,10 @@ import os
 
 from excam_jax.data import synthetic
 from excam_jax.data import voc_info
+from excam_jax.data import wsol
 from excam_jax.errors import ConfigError, check_field
 
-DATASETS = ('parts', 'voc/2007', 'voc/2012')
+DATASETS = ('parts', 'voc/2007', 'voc/2012') + tuple(wsol.DATASETS)
 HEADS = ('excam', 'wildcat', 'adl', 'cam', 'acol')
 # How a WILDCAT-family head pools a class's M maps into its class map (models/wildcat.py).
 CLASS_POOLINGS = ('mean', 'max')
@@ -25,12 +26,17 @@ DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ('float32', 'bfloat16')
 # How convolutions and their gradients are computed (models/fastconv.py).
-CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul')
+CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine')
 OPTIMIZERS = ('sgd', 'adamw')
 MAXBOXACC = ('exact', 'wsolevaluation')
+# Input augmentations of training (training/augment.py), and their config.train fields with the
+# defaults (wsolevaluation's) that configs saved before the fields existed count as holding.
+AUGMENTS = ('none', 'has', 'cutmix')
+AUGMENT_DEFAULTS = {'augment': 'none', 'has_grid': 4, 'has_drop_rate': 0.5, 'cutmix_beta': 1.0,
+                    'cutmix_prob': 1.0}
 # Test-time map transforms (models/expansion.py).
 EXPANSIONS = ('none', 'relative', 'erase', 'advcam', 'erase+relative', 'advcam+relative')
 
@@ -109,15 +115,19 @@ def validate_model(config):
 
 
 def validate_data(config):
-  """Checks config.data: the data set, its splits and (for 'parts') the generator's fields."""
+  """Checks config.data: the data set, its splits, and the generator's fields ('parts') or
+  wsolevaluation's roots ('wsol/...')."""
   d = config.data
   check_field(d.dataset in DATASETS, 'data.dataset', d.dataset, f'one of {DATASETS}')
-  splits = synthetic.SPLITS if d.dataset == 'parts' else voc_info.SPLITS[d.dataset]
+  splits = (synthetic.SPLITS if d.dataset == 'parts' else
+            wsol.SPLITS if d.dataset in wsol.DATASETS else voc_info.SPLITS[d.dataset])
   for field in ('train_split', 'eval_split'):
     check_field(d[field] in splits, f'data.{field}', d[field],
                 f'a split of {d.dataset}: one of {sorted(splits)}')
   check_field(_is_int(d.shuffle_buffer) and d.shuffle_buffer >= 1, 'data.shuffle_buffer',
               d.shuffle_buffer, 'an int >= 1')
+  if d.dataset in wsol.DATASETS:
+    _validate_wsol(d)
   if d.dataset != 'parts':
     return
   p = d.parts
@@ -137,6 +147,23 @@ def validate_data(config):
   check_field(isinstance(flag, bool), 'data.parts.difficult_objects', flag, 'True or False')
   probe = p.get('probe', 'none')
   check_field(probe in synthetic.PROBES, 'data.parts.probe', probe, f'one of {synthetic.PROBES}')
+
+
+def _validate_wsol(d):
+  """config.data.wsol: wsolevaluation's three roots (data/wsol.py) and the training resize."""
+  bench = wsol.DATASETS[d.dataset]
+  layouts = {'data_root': f'<data_root>/{bench.folder}/<image_id>',
+             'metadata_root': f'<metadata_root>/{bench.folder}/<train|val|test>/image_ids.txt'}
+  if bench.masks:
+    layouts['mask_root'] = f'<mask_root>/{bench.folder}/<mask_png>'
+  for field, layout in layouts.items():
+    root = d.wsol[field]
+    check_field(isinstance(root, str) and root and
+                os.path.isdir(os.path.join(os.path.expanduser(root), bench.folder)),
+                f'data.wsol.{field}', root, f"a folder laid out as wsolevaluation's: {layout}")
+  size = d.wsol.resize_size
+  check_field(_is_int(size) and (not _is_int(d.image_size) or size >= d.image_size),
+              'data.wsol.resize_size', size, 'an int >= data.image_size (256 for 224)')
 
 
 def validate_training(config):
@@ -159,6 +186,15 @@ def validate_training(config):
                 'checkpoint_every_steps', 'keep_checkpoints'):
     check_field(_is_int(t[field]) and t[field] >= 1, f'train.{field}', t[field], 'an int >= 1')
   check_field(_is_int(t.seed), 'train.seed', t.seed, 'an int')
+  aug = {name: t.get(name, default) for name, default in AUGMENT_DEFAULTS.items()}
+  check_field(aug['augment'] in AUGMENTS, 'train.augment', aug['augment'], f'one of {AUGMENTS}')
+  check_field(_is_int(aug['has_grid']) and aug['has_grid'] >= 1, 'train.has_grid',
+              aug['has_grid'], 'an int >= 1 (the side of the hidden squares in pixels)')
+  for field in ('has_drop_rate', 'cutmix_prob'):
+    check_field(_is_real(aug[field]) and 0 <= aug[field] <= 1, f'train.{field}', aug[field],
+                'a float in [0, 1]')
+  check_field(_is_real(aug['cutmix_beta']) and aug['cutmix_beta'] > 0, 'train.cutmix_beta',
+              aug['cutmix_beta'], 'a finite float > 0')
   dist = t.distributed
   check_field(_is_int(dist.num_processes) and dist.num_processes >= 1,
               'train.distributed.num_processes', dist.num_processes, 'an int >= 1')

@@ -36,11 +36,15 @@ from excam_jax.errors import Stopped, UserError, check_field
 from excam_jax.models import acol
 from excam_jax.models import losses
 from excam_jax.models import network
+from excam_jax.training import augment as augment_lib
 
 _LOG = logging.getLogger(__name__)
 _IMPORT_TIME = time.time()
 
 TRAIN_KEYS = ('image', 'label', 'mask')
+# The augmentation's key is fold_in(step key, this): the step key itself stays the dropout key,
+# so runs without augmentation draw what they drew before it existed.
+AUGMENT_STREAM = 1
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -154,12 +158,14 @@ def stage_of(step, stage_steps, names):
 # Steps.
 
 def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0,
-               stage=None, area_weight=0.0):
+               stage=None, area_weight=0.0, augment=None):
   """One SGD step on a (global) batch: BCE (+ diversity, + map-area) loss, BatchNorm
   statistics updated.
 
   With `stage` ('a' or 'b', ACoL), only params[stage] is trained, by tx.transforms[stage]
   (a StagedOptimizer), through the model's method `stage_<stage>`.
+  `augment` (training/augment.py from_config), if any, maps (key, images, labels) to the
+  images and (soft) labels that the step trains on, in either ACoL stage.
 
   Returns:
     (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss',
@@ -167,20 +173,23 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
     'param_norm'.
   """
   rng = jax.random.fold_in(state.rng, state.step)
+  images, labels = batch['image'], batch['label']
+  if augment is not None:
+    images, labels = augment(jax.random.fold_in(rng, AUGMENT_STREAM), images, labels)
 
   def forward(params):
     variables = {'params': params, 'batch_stats': state.batch_stats}
     kwargs = dict(train=True, mutable=['batch_stats'], rngs={'dropout': rng})
     if stage is None:
-      return model.apply(variables, batch['image'], **kwargs)
+      return model.apply(variables, images, **kwargs)
     if stage == 'a':
-      return model.apply(variables, batch['image'], method='stage_a', **kwargs)
-    return model.apply(variables, batch['image'], batch['label'], method='stage_b', **kwargs)
+      return model.apply(variables, images, method='stage_a', **kwargs)
+    return model.apply(variables, images, labels, method='stage_b', **kwargs)
 
   def loss_fn(trained):
     params = trained if stage is None else {**state.params, stage: trained}
     (logits, aux), updates = forward(params)
-    bce = losses.bce_loss(logits.astype(jnp.float32), batch['label'], batch['mask'])
+    bce = losses.bce_loss(logits.astype(jnp.float32), labels, batch['mask'])
     metrics = {'bce_loss': bce}
     loss = bce
     if diversity_loss != 'none':
@@ -188,7 +197,7 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
       metrics['diversity_loss'] = diversity
       loss = loss + diversity_weight * diversity
     if area_weight:
-      area = losses.area_loss(aux['class_maps'], batch['label'], batch['mask'])
+      area = losses.area_loss(aux['class_maps'], labels, batch['mask'])
       metrics['area_loss'] = area
       loss = loss + area_weight * area
     metrics['loss'] = loss
@@ -221,13 +230,14 @@ def eval_step(variables, images, *, model, method=None):
   return logits.astype(jnp.float32), aux['class_maps'].astype(jnp.float32)
 
 
-def make_train_step(optim, model, tx, mesh, stage=None):
-  """train_step bound to the model, loss options and stage, jitted over `mesh`, state donated."""
+def make_train_step(optim, model, tx, mesh, stage=None, augment=None):
+  """train_step bound to the model, loss options, stage and augmentation, jitted over `mesh`,
+  state donated."""
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, diversity_loss=optim.diversity_loss,
                         diversity_weight=optim.diversity_weight, stage=stage,
-                        area_weight=optim.get('area_weight', 0.0)),
+                        area_weight=optim.get('area_weight', 0.0), augment=augment),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
@@ -557,7 +567,9 @@ def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change
   if len(names) > 1:
     _LOG.info('ACoL: classifier A trains steps 1-%d, classifier B (on images erased by A) steps '
               '%d-%d.', stage_steps, stage_steps + 1, total_steps)
-  step_fns = {name: make_train_step(config.optim, model, tx, mesh, stage=name) for name in names}
+  augment = augment_lib.from_config(config.train)
+  step_fns = {name: make_train_step(config.optim, model, tx, mesh, stage=name, augment=augment)
+              for name in names}
   eval_fn = make_eval_step(model, mesh)
   # ACoL: evaluations during stage 'a' score classifier A alone (B is not trained yet).
   stage_eval_fn = make_eval_step(model, mesh, method='stage_a') if len(names) > 1 else eval_fn

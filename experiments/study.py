@@ -86,13 +86,22 @@ METHODS = {
     'wildcat_advcam': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam'},
     'wildcat_advcam_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam+relative'},
     'excam_erase': dict(_EXCAM, **{'eval.map_expansion': 'erase'}),
+    # Hide-and-Seek and CutMix (wsolevaluation's two input-level methods), on CAM as there, and
+    # on WILDCAT and ex-CAM (excam_jax/training/augment.py).
+    'cam_has': {'model.head': 'cam', 'train.augment': 'has'},
+    'wildcat_has': {'model.head': 'wildcat', 'train.augment': 'has'},
+    'excam_has': dict(_EXCAM, **{'train.augment': 'has'}),
+    'cam_cutmix': {'model.head': 'cam', 'train.augment': 'cutmix'},
+    'wildcat_cutmix': {'model.head': 'wildcat', 'train.augment': 'cutmix'},
+    'excam_cutmix': dict(_EXCAM, **{'train.augment': 'cutmix'}),
     'body_only': {'model.head': 'wildcat', 'data.parts.probe': 'body_only'},
     'part_only': {'model.head': 'wildcat', 'data.parts.probe': 'part_only'},
 }
 BASELINE = 'wildcat'  # The baseline of untuned tables when no other baseline ran.
 # The baselines a method of this project must beat (the best of those present at a level).
 BASELINES = ('cam', 'wildcat', 'wildcat_max', 'wildcat_relative', 'wildcat_advcam',
-             'wildcat_advcam_relative', 'adl', 'acol', 'acol_zero')
+             'wildcat_advcam_relative', 'adl', 'acol', 'acol_zero', 'cam_has', 'wildcat_has',
+             'cam_cutmix', 'wildcat_cutmix')
 # Methods that differ from another only at inference: they evaluate that method's training.
 TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'wildcat_advcam': 'wildcat',
               'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam', 'acol_zero': 'acol'}
@@ -110,6 +119,13 @@ GRIDS = {
     'acol_excam': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'body_only': {}, 'part_only': {},
 }
+# HaS's square side on the 128-px images (its 4-px default hides texture, not object parts) and
+# CutMix's mixing probability; their other knobs stay at wsolevaluation's defaults.
+_HAS = {'train.has_grid': (8, 16, 32)}
+_CUTMIX = {'train.cutmix_prob': (0.5, 1.0)}
+GRIDS.update({'cam_has': _HAS, 'wildcat_has': dict(_KMAX, **_HAS), 'excam_has': dict(_KMAX, **_HAS),
+              'cam_cutmix': _CUTMIX, 'wildcat_cutmix': dict(_KMAX, **_CUTMIX),
+              'excam_cutmix': dict(_KMAX, **_CUTMIX)})
 # Controls take the setting chosen for the method they control; so does AdvCAM, whose own knobs
 # stay at the published values: it climbs the tuned WILDCAT (27 climbing passes per class make
 # its evaluation about 360x WILDCAT's, too costly to repeat over the pooling grid).

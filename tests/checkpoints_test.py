@@ -90,6 +90,11 @@ class TestCheckpoints:
                                         r'checkpoint, 0\.5 now\).*--allow_schedule_change'):
       ckpt.check_compatible(other)
     ckpt.check_compatible(other, allow_schedule_change=True)
+    augmented = tiny.get_config()
+    augmented.train.augment = 'cutmix'  # The training recipe: as the schedule.
+    with pytest.raises(UserError, match=r"another schedule: train\.augment \('none' in the "
+                                        r"checkpoint, 'cutmix' now\)"):
+      ckpt.check_compatible(augmented)
     other.model.num_maps = 3
     with pytest.raises(UserError, match=r'model\.num_maps \(2 in the checkpoint, 3 now\)'):
       ckpt.check_compatible(other)

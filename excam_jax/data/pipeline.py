@@ -1,6 +1,7 @@
-"""Training and evaluation batches from config.dataset ('voc/2007', 'voc/2012' or 'parts').
+"""Training and evaluation batches from config.dataset ('voc/2007', 'voc/2012', 'parts' or the WSOL
+benchmark's 'wsol/cub', 'wsol/ilsvrc', 'wsol/openimages').
 
-Both sources give a raw example stream in a fixed order (image_id = index in the split); all the
+Every source gives a raw example stream in a fixed order (image_id = index in the split); all the
 randomness is keyed by the seed and by positions in that stream, which makes the batches
 deterministic, exactly resumable and independent of how many processes share them:
 
@@ -13,7 +14,9 @@ deterministic, exactly resumable and independent of how many processes share the
          batch E; process i keeps the same slice of every global batch.
 
 The parts data set runs in numpy (excam_jax.data.parts_pipeline) and never loads TensorFlow;
-VOC runs through tf.data (excam_jax.data.voc_pipeline), loaded on first use.
+VOC runs through tf.data (excam_jax.data.voc_pipeline), loaded on first use; the WSOL data sets
+run in numpy and Pillow (excam_jax.data.wsol). A source is a module with train_batches and
+eval_batches of one signature (`_source`).
 """
 
 from typing import NamedTuple
@@ -22,6 +25,7 @@ from excam_jax import native
 from excam_jax.data import parts_pipeline
 from excam_jax.data import synthetic
 from excam_jax.data import voc_info
+from excam_jax.data import wsol
 from excam_jax.errors import UserError
 
 
@@ -41,9 +45,11 @@ def _check_dataset(config, *splits):
     names = synthetic.SPLITS
   elif config.data.dataset in voc_info.TARS:
     names = voc_info.SPLITS[config.data.dataset]
+  elif config.data.dataset in wsol.DATASETS:
+    names = wsol.SPLITS
   else:
-    raise UserError(f"config.data.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
-                    f'not {config.data.dataset!r}.')
+    raise UserError(f"config.data.dataset must be 'voc/2007', 'voc/2012', 'parts' or one of "
+                    f'{sorted(wsol.DATASETS)}, not {config.data.dataset!r}.')
   for split in splits:
     if split not in names:
       raise UserError(f'{config.data.dataset} has splits {sorted(names)}; set config.data.train_split / '
@@ -56,6 +62,13 @@ def _voc_pipeline():
   return voc_pipeline
 
 
+def _source(config):
+  """The module that makes config.data.dataset's batches (train_batches, eval_batches)."""
+  if config.data.dataset == 'parts':
+    return parts_pipeline
+  return wsol if config.data.dataset in wsol.DATASETS else _voc_pipeline()
+
+
 def dataset_info(config):
   """Name, classes and split sizes of config.dataset (prepares VOC from local tars if needed)."""
   _check_dataset(config, config.data.train_split, config.data.eval_split)
@@ -63,14 +76,18 @@ def dataset_info(config):
     p = config.data.parts
     return DatasetInfo('parts', p.num_classes, synthetic.class_names(p.num_classes),
                        p.num_train, p.num_eval)
+  if config.data.dataset in wsol.DATASETS:
+    return DatasetInfo(*wsol.info(config))
   sizes = _voc_pipeline().split_sizes(config)
   return DatasetInfo(config.data.dataset, len(voc_info.CLASS_NAMES), voc_info.CLASS_NAMES, *sizes)
 
 
 def class_names(config):
-  """The class names of config.data.dataset, without reading any data."""
+  """The class names of config.data.dataset, without reading any data (WSOL: its metadata)."""
   if config.data.dataset == 'parts':
     return synthetic.class_names(config.data.parts.num_classes)
+  if config.data.dataset in wsol.DATASETS:
+    return wsol.class_names(config)
   return voc_info.CLASS_NAMES
 
 
@@ -102,8 +119,8 @@ def train_batches(config, *, start_step=0, process_index=0, process_count=1):
   if start_step < 0:
     raise UserError(f'start_step must be non-negative, not {start_step}.')
   _check_dataset(config, config.data.train_split)
-  source = parts_pipeline if config.data.dataset == 'parts' else _voc_pipeline()
-  return source.train_batches(config, local, start_step=start_step, process_index=process_index)
+  return _source(config).train_batches(config, local, start_step=start_step,
+                                       process_index=process_index)
 
 
 def eval_batches(config, split=None, *, process_index=0, process_count=1):
@@ -124,5 +141,4 @@ def eval_batches(config, split=None, *, process_index=0, process_count=1):
   local = local_batch_size(config.eval.batch_size, 'eval.batch_size', process_index,
                            process_count)
   _check_dataset(config, split)
-  source = parts_pipeline if config.data.dataset == 'parts' else _voc_pipeline()
-  return source.eval_batches(config, split, local, process_index=process_index)
+  return _source(config).eval_batches(config, split, local, process_index=process_index)

@@ -13,7 +13,12 @@ implementations, picked by `impl`:
   gradient) and its input gradient is XLA's forward convolution of the output gradient with the
   flipped, transposed kernel at stride 1, or one matmul per tap placed with an interior pad at
   stride > 1.
-* 'auto': 'dot1x1' on CPU, 'xla' on every other backend (decided when the model is traced).
+* 'onednn': 1x1 as in 'dot1x1'; a float32 k x k convolution runs oneDNN's forward,
+  backward-data and backward-weights primitives through the XLA FFI (`onednn`, CPU only, built on
+  first use). Where the extension is unavailable (logged once), or on another backend, or in
+  another dtype, XLA's convolution instead.
+* 'auto': `AUTO_CPU` ('dot1x1') on CPU, 'xla' on every other backend (decided when the model is
+  traced).
 
 Measured on a 2-core AVX-512 CPU (experiments/PERFORMANCE.md): 'dot1x1' makes the ResNet-101
 train step 1.7x faster than 'xla'; 'matmul' is no faster than 'dot1x1' there, and on the small
@@ -33,17 +38,29 @@ import jax.numpy as jnp
 from jax import lax
 
 from excam_jax import config_checks
+from excam_jax.models import onednn
 
-IMPLS = config_checks.CONV_IMPLS  # ('auto', 'xla', 'matmul')
+IMPLS = config_checks.CONV_IMPLS  # ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
+# What 'auto' is on CPU. 'onednn' waits for experiments/bench_onednn.py's timings.
+AUTO_CPU = 'dot1x1'
 
 
 def resolve_impl(impl):
-  """'auto' -> 'dot1x1' on CPU and 'xla' elsewhere; other values are returned as they are."""
+  """The implementation `impl` stands for on the default backend.
+
+  'auto' -> `AUTO_CPU` on CPU, 'xla' elsewhere; 'onednn' -> 'xla' off CPU and 'dot1x1' on a CPU
+  where the extension is unavailable (building it here on first use); others as they are.
+  """
   if impl not in IMPLS:
     raise ValueError(f'conv implementation must be one of {IMPLS}, got {impl!r}.')
+  on_cpu = jax.default_backend() == 'cpu'
   if impl == 'auto':
-    return 'dot1x1' if jax.default_backend() == 'cpu' else 'xla'
+    impl = AUTO_CPU if on_cpu else 'xla'
+  if impl == 'onednn':
+    if not on_cpu:
+      return 'xla'
+    return 'onednn' if onednn.unavailable_reason() is None else 'dot1x1'
   return impl
 
 
@@ -130,14 +147,38 @@ def _conv_bwd(stride, dilation, padding, residuals, g):
 conv_matmul_grads.defvjp(_conv_fwd, _conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_onednn(x, kernel, stride, dilation, padding):
+  """float32 convolution whose forward and both gradients are oneDNN's (CPU, first order)."""
+  return onednn.conv_forward(x, kernel, stride, dilation, padding)
+
+
+def _onednn_fwd(x, kernel, stride, dilation, padding):
+  # Saves what XLA's autodiff of a convolution saves: its two inputs.
+  return onednn.conv_forward(x, kernel, stride, dilation, padding), (x, kernel)
+
+
+def _onednn_bwd(stride, dilation, padding, residuals, g):
+  x, kernel = residuals
+  return (onednn.conv_backward_data(g, kernel, x.shape, stride, dilation, padding),
+          onednn.conv_backward_weights(x, g, kernel.shape, stride, dilation, padding))
+
+
+conv_onednn.defvjp(_onednn_fwd, _onednn_bwd)
+
+
 def conv(x, kernel, stride=1, dilation=1, padding=0, impl='auto'):
   """NHWC x HWIO convolution with symmetric integer padding, by the chosen implementation."""
   impl = resolve_impl(impl)
   if impl == 'xla':
     return xla_conv(x, kernel, stride, dilation, padding)
   if kernel.shape[:2] == (1, 1) and padding == 0:
+    # 'onednn' too (a matmul XLA runs well and can fuse); bench_onednn.py's 'onednn_ffi'
+    # variant times oneDNN's 1x1 layers against it.
     return conv_1x1(x, kernel, stride)
-  if impl == 'dot1x1':
+  if impl == 'onednn' and x.dtype == kernel.dtype == jnp.float32:
+    return conv_onednn(x, kernel, stride, dilation, padding)
+  if impl in ('dot1x1', 'onednn'):
     return xla_conv(x, kernel, stride, dilation, padding)
   return conv_matmul_grads(x, kernel, stride, dilation, padding)
 
@@ -153,7 +194,7 @@ class Conv(nn.Module):
     use_bias: add a learned bias (initialised to zero).
     dtype: compute dtype; parameters stay float32, as in flax.
     kernel_init: initialiser of the (k, k, in, out) kernel.
-    impl: 'auto', 'xla' or 'matmul' (see the module docstring).
+    impl: one of `IMPLS` (see the module docstring).
   """
   features: int
   kernel_size: int

@@ -14,6 +14,8 @@ def bce_loss(logits, labels, mask=None):
   """Sigmoid binary cross-entropy, mean over classes and over valid examples.
 
   loss = sum_b mask_b * mean_c BCE(sigmoid(logits_bc), labels_bc) / sum_b mask_b.
+  Labels may be soft: BCE is linear in them, so CutMix's lam L(y_a) + (1 - lam) L(y_b) is
+  bce_loss(logits, lam y_a + (1 - lam) y_b) (training/augment.py soft_labels).
   """
   per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
   if mask is None:

@@ -102,8 +102,8 @@ class ResNet(nn.Module):
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
     freeze_bn: use running BatchNorm statistics even when training.
     remat: rematerialise each residual block in the backward pass (saves memory).
-    conv_impl: 'auto', 'xla' or 'matmul': how convolutions and their gradients are computed
-      (`fastconv`); the parameters are the same for all three.
+    conv_impl: one of `fastconv.IMPLS`: how convolutions and their gradients are computed
+      (`fastconv`); the parameters are the same for all of them.
 
   Call: `apply(variables, images, train=False)` with images (B, H, W, 3) returns features
   (B, H/s, W/s, 8 * width * expansion), i.e. (B, H/32, W/32, 2048) for depth >= 50 at width 64.

@@ -1,0 +1,1 @@
+"""Training code: the pieces of the train step (augment.py: HaS and CutMix)."""
