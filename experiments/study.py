@@ -73,6 +73,9 @@ METHODS = {
     'excam_m4': dict(_EXCAM, **{'model.num_maps': 4}),
     'excam_m8': dict(_EXCAM, **{'model.num_maps': 8}),
     'excam_selfdrop': {'model.head': 'excam', 'model.self_drop': True},
+    # ex-CAM on a CAM base (the thesis's section 3.7): global average pooling, i.e. k-max over
+    # all 16 x 16 = 256 cells of the cells' maps (128 px, output stride 8), no pooling knob.
+    'excam_gap': dict(_EXCAM, **{'model.kmax': 256}),
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
     # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0
@@ -113,6 +116,7 @@ KMAX_GRID = (0.015, 0.05, 0.1, 0.2, 0.3)
 _KMAX = {'model.kmax': KMAX_GRID}
 GRIDS = {
     'cam': {},  # Global average pooling: no pooling knob; its boxes keep z > 0 like the others'.
+    'excam_gap': {},
     'wildcat': _KMAX, 'wildcat_max': _KMAX, 'excam': _KMAX, 'excam_selfdrop': _KMAX,
     'adl': dict(_KMAX, **{'model.adl_gamma': (0.8, 0.9)}),
     'acol': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
