@@ -224,7 +224,8 @@ def _table_head(columns):
 def paired_differences(rows, metric, method, baseline=BASELINE):
   """Per body_cue: the per-seed differences method - baseline, over the seeds both ran (rows of
   one split and one setting per method)."""
-  table = {(r['method'], float(r['body_cue']), int(r['seed'])): float(r[metric]) for r in rows}
+  table = {(r['method'], float(r['body_cue']), int(r['seed'])): float(r.get(metric, math.nan))
+           for r in rows}
   out = {}
   for (name, cue, seed), value in sorted(table.items()):
     if name == method and (baseline, cue, seed) in table:
@@ -388,8 +389,8 @@ def read_rows(path):
     for key in COLUMNS:
       if key in TEXT_COLUMNS:
         continue
-      if key in row and row[key] is not None:
-        row[key] = float(row[key]) if row[key] not in ('', 'nan') else math.nan
+      value = row.get(key)  # A column an older study did not have is NaN.
+      row[key] = float(value) if value not in (None, '', 'nan') else math.nan
     row['seed'] = int(row['seed'])
     row['split'] = row.get('split') or 'validation'
     row['setting'] = row.get('setting') or ''

@@ -188,6 +188,12 @@ def test_read_rows_of_an_older_study(tmp_path):
   path.write_text('method,body_cue,seed,corloc,train_s\nwildcat,0.5,1,0.25,9\n')
   [row] = study.read_rows(str(path))
   assert row['split'] == 'validation' and row['setting'] == '' and row['corloc'] == 0.25
+  assert math.isnan(row['pxap'])  # A column the older study lacked.
+  # Its rows and new ones (with the column) make one table, and dicts without it pair too.
+  new = _row('excam', 0.5, 1, 0.5)
+  text = study.markdown([row, new, {k: v for k, v in _row('wildcat', 1.0, 1, 0.2).items()
+                                    if k != 'pxap'}, _row('excam', 1.0, 1, 0.4)])
+  assert '| excam | 0.5 | wildcat | 1 | ' in text
 
 
 def test_cell_config_sets_method_cue_and_seed():
