@@ -44,7 +44,8 @@ def get_config():
   config.model.head = 'excam'  # 'excam' | 'wildcat' | 'cam' | 'adl' | 'acol'
   config.model.depth = 101
   config.model.width = 64  # Channels of the stem; 64 is the standard ResNet.
-  config.model.output_stride = 32  # 32, 16 or 8 (dilation replaces the last strides).
+  config.model.output_stride = 32  # 32, 16 or 8: the last stages run at stride 1 ...
+  config.model.dilate = True  # ... dilated (torchvision) or not (False: wsolevaluation's ResNet50).
   config.model.num_maps = 8  # M maps per class.
   config.model.kmax = 0.2  # Fraction of cells (0 < k < 1) or a count (k >= 1).
   config.model.kmin = 0.2
@@ -76,11 +77,17 @@ def get_config():
   # WILDCAT's schedule; the thesis states none.
   config.optim = ml_collections.ConfigDict()
   config.optim.optimizer = 'sgd'  # 'sgd' (PyTorch-style, WILDCAT's) | 'adamw' (b1 = momentum)
+  config.optim.loss = 'bce'  # 'bce' (multi-label) | 'softmax' (cross-entropy, single-label data)
   config.optim.momentum = 0.9
+  config.optim.nesterov = False  # Nesterov momentum ('sgd'; wsolevaluation's).
   config.optim.weight_decay = 1e-4
   config.optim.head_learning_rate = 0.01
   config.optim.trunk_learning_rate = 0.001
-  config.optim.schedule = 'constant'  # 'constant' | 'cosine'
+  # Trunk stages trained at the head's rate (wsolevaluation's ResNet50: layer4 with the fc, (4,)).
+  config.optim.head_rate_stages = ()
+  # 'constant' | 'cosine' | 'step' (x0.1 from every epoch that is a multiple of decay_every_epochs).
+  config.optim.schedule = 'constant'
+  config.optim.decay_every_epochs = 30  # 'step' only (wsolevaluation's lr_decay_frequency).
   config.optim.warmup_steps = 0
   config.optim.diversity_loss = 'none'  # 'none' | 'pairwise_l2' | 'cosine'
   config.optim.diversity_weight = 0.0
@@ -119,6 +126,12 @@ def get_config():
   config.eval.sweep_grid = placeholder(int)  # 'exact' MaxBoxAcc sweep: None = original size.
   config.eval.sweep_step = 0.01  # 'exact' MaxBoxAcc: spacing of the relative thresholds.
   config.eval.pointwise_tolerance = 18  # Pixels (Oquab et al. 2015).
+  # The WSOL benchmark's sets ('wsol/...') are scored as wsolevaluation does, with its flags
+  # (evaluation/wsol_benchmark.py): CAM thresholds every cam_curve_interval, MaxBoxAccV2's IoU
+  # thresholds in percent, boxes from every contour (False: the largest only).
+  config.eval.cam_curve_interval = 0.001
+  config.eval.iou_threshold_list = (30, 50, 70)
+  config.eval.multi_contour_eval = True
   # Map transform (models/expansion.py) in evaluate and localize: 'none' | 'relative' (boxes
   # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time
   # erasing) | 'advcam' (adversarial climbing) | 'erase+relative' | 'advcam+relative'.

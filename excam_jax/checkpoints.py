@@ -41,14 +41,19 @@ _COMPUTE_ONLY = ('model.dtype', 'model.remat', 'model.conv_impl', 'model.pretrai
 SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_learning_rate',
                    'optim.schedule', 'optim.warmup_steps', 'optim.momentum', 'optim.weight_decay',
                    'optim.optimizer', 'train.augment', 'train.has_grid', 'train.has_drop_rate',
-                   'train.cutmix_beta', 'train.cutmix_prob')
+                   'train.cutmix_beta', 'train.cutmix_prob', 'optim.loss', 'optim.nesterov',
+                   'optim.decay_every_epochs', 'optim.head_rate_stages')
 # Fields added after checkpoints were first written, with the value that older checkpoints
 # behaved as: a saved config without the field counts as holding that value.
 ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
                   'model.acol_fusion': 'normalised', 'model.class_pooling': 'mean',
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
                   'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0,
-                  **{f'train.{k}': v for k, v in config_checks.AUGMENT_DEFAULTS.items()}}
+                  'model.dilate': True,
+                  **{f'train.{k}': v for k, v in config_checks.AUGMENT_DEFAULTS.items()},
+                  # As JSON holds them (tuples are lists there).
+                  **{f'optim.{k}': list(v) if isinstance(v, tuple) else v
+                     for k, v in config_checks.OPTIM_DEFAULTS.items()}}
 DAMAGED_DIR = 'damaged_checkpoints'
 _LOG = logging.getLogger(__name__)
 

@@ -29,14 +29,25 @@ DTYPES = ('float32', 'bfloat16')
 CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
-SCHEDULES = ('constant', 'cosine')
+SCHEDULES = ('constant', 'cosine', 'step')
 OPTIMIZERS = ('sgd', 'adamw')
+# The classification loss: multi-label sigmoid BCE, or softmax cross-entropy for single-label data.
+LOSSES = ('bce', 'softmax')
+# config.optim fields added after runs were first saved, with the values those runs trained with
+# (models/losses.py, train.py create_optimizer); decay_every_epochs is wsolevaluation's default.
+OPTIM_DEFAULTS = {'loss': 'bce', 'nesterov': False, 'decay_every_epochs': 30,
+                  'head_rate_stages': ()}
 MAXBOXACC = ('exact', 'wsolevaluation')
 # Input augmentations of training (training/augment.py), and their config.train fields with the
 # defaults (wsolevaluation's) that configs saved before the fields existed count as holding.
 AUGMENTS = ('none', 'has', 'cutmix')
 AUGMENT_DEFAULTS = {'augment': 'none', 'has_grid': 4, 'has_drop_rate': 0.5, 'cutmix_beta': 1.0,
                     'cutmix_prob': 1.0}
+# wsolevaluation's scoring of the WSOL benchmark's data sets (evaluation/wsol_benchmark.py), with
+# its flags' names and defaults: the CAM thresholds' step, MaxBoxAccV2's IoU thresholds in
+# percent, and boxes from every contour (True) or the largest (False, MaxBoxAcc V1).
+WSOL_EVAL_DEFAULTS = {'cam_curve_interval': 0.001, 'iou_threshold_list': (30, 50, 70),
+                      'multi_contour_eval': True}
 # Test-time map transforms (models/expansion.py).
 EXPANSIONS = ('none', 'relative', 'erase', 'advcam', 'erase+relative', 'advcam+relative')
 
@@ -67,6 +78,8 @@ def validate_model(config):
   check_field(_is_int(m.width) and m.width >= 1, 'model.width', m.width, 'an int >= 1')
   check_field(m.output_stride in OUTPUT_STRIDES, 'model.output_stride', m.output_stride,
               f'one of {OUTPUT_STRIDES}')
+  dilate = m.get('dilate', True)  # Absent from configs saved before it existed.
+  check_field(isinstance(dilate, bool), 'model.dilate', dilate, 'True or False')
   check_field(_is_int(size) and size >= 32 and size % 32 == 0, 'data.image_size', size,
               'a positive multiple of 32 (e.g. 224 or 448)')
   check_field(_is_int(m.num_maps) and m.num_maps >= 1, 'model.num_maps', m.num_maps,
@@ -180,6 +193,19 @@ def validate_training(config):
   check_field(_is_real(o.momentum) and 0 <= o.momentum < 1, 'optim.momentum', o.momentum,
               'a float in [0, 1)')
   check_field(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {SCHEDULES}')
+  new = {name: o.get(name, default) for name, default in OPTIM_DEFAULTS.items()}
+  check_field(new['loss'] in LOSSES, 'optim.loss', new['loss'], f'one of {LOSSES}')
+  check_field(new['loss'] == 'bce' or config.data.dataset in wsol.DATASETS, 'optim.loss',
+              new['loss'], "'bce' on multi-label data ('softmax' needs one class per image: "
+              f'a data set of {tuple(wsol.DATASETS)})')
+  check_field(isinstance(new['nesterov'], bool), 'optim.nesterov', new['nesterov'],
+              'True or False')
+  check_field(_is_int(new['decay_every_epochs']) and new['decay_every_epochs'] >= 1,
+              'optim.decay_every_epochs', new['decay_every_epochs'], 'an int >= 1')
+  stages = new['head_rate_stages']
+  check_field(isinstance(stages, (tuple, list)) and all(s in (1, 2, 3, 4) for s in stages)
+              and len(set(stages)) == len(stages), 'optim.head_rate_stages', stages,
+              'a tuple of distinct ResNet stages in (1, 2, 3, 4), e.g. (4,) or ()')
   check_field(_is_int(o.warmup_steps) and o.warmup_steps >= 0, 'optim.warmup_steps',
               o.warmup_steps, 'an int >= 0')
   for field in ('batch_size', 'num_epochs', 'log_every_steps', 'eval_every_steps',
@@ -244,6 +270,15 @@ def validate_eval(config):
   validate_map_expansion({k: v for k, v in e.items() if k.startswith('map_expansion')})
   check_field(_is_int(e.pointwise_tolerance) and e.pointwise_tolerance >= 0,
               'eval.pointwise_tolerance', e.pointwise_tolerance, 'an int >= 0')
+  w = {name: e.get(name, default) for name, default in WSOL_EVAL_DEFAULTS.items()}
+  check_field(_is_real(w['cam_curve_interval']) and 0 < w['cam_curve_interval'] < 1,
+              'eval.cam_curve_interval', w['cam_curve_interval'], 'a float in (0, 1)')
+  ious = w['iou_threshold_list']
+  check_field(isinstance(ious, (tuple, list)) and ious and
+              all(_is_int(v) and 0 <= v <= 100 for v in ious), 'eval.iou_threshold_list', ious,
+              'a non-empty tuple of IoU thresholds in percent, ints in [0, 100], e.g. (30, 50, 70)')
+  check_field(isinstance(w['multi_contour_eval'], bool), 'eval.multi_contour_eval',
+              w['multi_contour_eval'], 'True or False')
 
 
 def validate(config):

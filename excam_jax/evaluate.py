@@ -10,7 +10,10 @@ excam_jax.evaluation.boxes (class map at the original image size, threshold, 8-c
 components), the same as `localize`. The protocol is the run's config.eval (defaults: boxes and
 the MaxBoxAcc sweep at the original size, MaxBoxAcc 'exact'), overridden by the flags above, and
 is written to metrics.json as "protocol" and named in tables.md. --acol_fusion scores an ACoL
-run's fused map another way (models/acol.py) from the same checkpoint.
+run's fused map another way (models/acol.py) from the same checkpoint. The WSOL benchmark's sets
+('wsol/...') are scored under wsolevaluation's protocol instead (evaluation/wsol_benchmark.py:
+MaxBoxAccV2, GT-known and Top-1 Loc, or PxAP, and top-1 accuracy; config.eval's
+cam_curve_interval, iou_threshold_list, multi_contour_eval), with no ap_bars.png.
 
 Writes DIR/eval/<step>/ (DIR/eval/<step>/<split>/ for a split other than the config's eval_split;
 --output=DIR instead, e.g. for a read-only run): metrics.json, tables.md, ap_bars.png (per-class

@@ -77,11 +77,19 @@ def _check_divisible(config):
 # ---------------------------------------------------------------------------------------------
 # Optimizer.
 
-def learning_rate_schedule(optim, base_lr, total_steps):
-  """Linear warm-up over optim.warmup_steps, then constant or cosine decay to 0 at total_steps."""
+def learning_rate_schedule(optim, base_lr, total_steps, steps_per_epoch=None):
+  """Linear warm-up over optim.warmup_steps, then constant, cosine decay to 0 at total_steps, or
+  'step': wsolevaluation's decay, x0.1 from the start of every (1-based) epoch that is a multiple
+  of optim.decay_every_epochs (their lr_decay_frequency; 15: epochs 1-14 at base_lr, 15-29 at
+  base_lr / 10, ...), the epoch of step s being s // steps_per_epoch + 1 after the warm-up."""
   warmup = min(optim.warmup_steps, total_steps)
   if optim.schedule == 'constant':
     main = optax.constant_schedule(base_lr)
+  elif optim.schedule == 'step':
+    if not steps_per_epoch:
+      raise ValueError("optim.schedule 'step' needs steps_per_epoch.")
+    every = optim.get('decay_every_epochs', config_checks.OPTIM_DEFAULTS['decay_every_epochs'])
+    main = lambda step: base_lr * 0.1 ** ((step // steps_per_epoch + 1) // every)
   else:
     main = optax.cosine_decay_schedule(base_lr, max(total_steps - warmup, 1))
   if warmup == 0:
@@ -89,31 +97,44 @@ def learning_rate_schedule(optim, base_lr, total_steps):
   return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup), main], [warmup])
 
 
-def param_groups(params):
-  """'trunk' for every leaf under params['trunk'], 'head' for all others."""
-  return {name: jax.tree.map(lambda _, n=name: 'trunk' if n == 'trunk' else 'head', subtree)
-          for name, subtree in params.items()}
+def param_groups(params, head_rate_stages=()):
+  """'trunk' for every leaf under params['trunk'] but those of the ResNet stages
+  `head_rate_stages` (layer<s>_*), 'head' for all others."""
+  fast = tuple(f'layer{stage}_' for stage in head_rate_stages)
+
+  def group(path, _):
+    names = [getattr(p, 'key', '') for p in path]
+    trunk = names[0] == 'trunk' and not (len(names) > 1 and str(names[1]).startswith(fast))
+    return 'trunk' if trunk else 'head'
+
+  return jax.tree_util.tree_map_with_path(group, params)
 
 
-def create_optimizer(optim, total_steps):
+def create_optimizer(optim, total_steps, steps_per_epoch=None):
   """optim.optimizer 'sgd' (the default): PyTorch-style SGD, decayed weights added to the
-  gradient, then momentum; 'adamw': AdamW with decoupled weight decay (b1 = optim.momentum).
-  Both with per-group (trunk, head) learning rates.
+  gradient, then momentum (Nesterov's with optim.nesterov, as wsolevaluation); 'adamw': AdamW
+  with decoupled weight decay (b1 = optim.momentum). Both with per-group learning rates:
+  optim.trunk_learning_rate for the trunk, optim.head_learning_rate for the head and for the
+  trunk stages optim.head_rate_stages (wsolevaluation's ResNet50 trains layer4 with the fc at
+  10x: head_rate_stages (4,), head_learning_rate = 10 trunk_learning_rate).
 
   Returns:
     (optax transformation, {'trunk': schedule, 'head': schedule}).
   """
+  field = {name: optim.get(name, default) for name, default in config_checks.OPTIM_DEFAULTS.items()}
+  groups = functools.partial(param_groups, head_rate_stages=tuple(field['head_rate_stages']))
   schedules = {group: learning_rate_schedule(optim, optim[f'{group}_learning_rate'],
-                                             total_steps)
+                                             total_steps, steps_per_epoch)
                for group in ('trunk', 'head')}
   if optim.get('optimizer', 'sgd') == 'adamw':
     return optax.multi_transform(
         {group: optax.adamw(schedule, b1=optim.momentum, weight_decay=optim.weight_decay)
-         for group, schedule in schedules.items()}, param_groups), schedules
+         for group, schedule in schedules.items()}, groups), schedules
   tx = optax.chain(
       optax.add_decayed_weights(optim.weight_decay),
-      optax.multi_transform({group: optax.sgd(schedule, momentum=optim.momentum)
-                             for group, schedule in schedules.items()}, param_groups))
+      optax.multi_transform({group: optax.sgd(schedule, momentum=optim.momentum,
+                                              nesterov=field['nesterov'])
+                             for group, schedule in schedules.items()}, groups))
   return tx, schedules
 
 
@@ -136,11 +157,11 @@ class StagedOptimizer:
     return {stage: tx.init(params[stage]) for stage, tx in self.transforms.items()}
 
 
-def create_staged_optimizer(optim, stage_steps, names=acol.STAGES):
+def create_staged_optimizer(optim, stage_steps, names=acol.STAGES, steps_per_epoch=None):
   """(StagedOptimizer, schedules of the whole run by global step) for `len(names)` stages."""
   transforms, per_stage = {}, None
   for name in names:
-    transforms[name], per_stage = create_optimizer(optim, stage_steps)
+    transforms[name], per_stage = create_optimizer(optim, stage_steps, steps_per_epoch)
 
   def shifted(schedule):
     return lambda step: schedule(step % stage_steps if step < len(names) * stage_steps
@@ -158,9 +179,9 @@ def stage_of(step, stage_steps, names):
 # Steps.
 
 def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0,
-               stage=None, area_weight=0.0, augment=None):
-  """One SGD step on a (global) batch: BCE (+ diversity, + map-area) loss, BatchNorm
-  statistics updated.
+               stage=None, area_weight=0.0, augment=None, loss='bce'):
+  """One SGD step on a (global) batch: BCE or softmax cross-entropy (`loss`, models/losses.py;
+  + diversity, + map-area), BatchNorm statistics updated.
 
   With `stage` ('a' or 'b', ACoL), only params[stage] is trained, by tx.transforms[stage]
   (a StagedOptimizer), through the model's method `stage_<stage>`.
@@ -168,9 +189,9 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
   images and (soft) labels that the step trains on, in either ACoL stage.
 
   Returns:
-    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' (and 'diversity_loss',
-    'area_loss'), the gradients' and the updated parameters' global norms 'grad_norm' and
-    'param_norm'.
+    (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' or 'softmax_loss' (and
+    'diversity_loss', 'area_loss'), the gradients' and the updated parameters' global norms
+    'grad_norm' and 'param_norm'.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   images, labels = batch['image'], batch['label']
@@ -189,19 +210,19 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
   def loss_fn(trained):
     params = trained if stage is None else {**state.params, stage: trained}
     (logits, aux), updates = forward(params)
-    bce = losses.bce_loss(logits.astype(jnp.float32), labels, batch['mask'])
-    metrics = {'bce_loss': bce}
-    loss = bce
+    classify = losses.softmax_loss if loss == 'softmax' else losses.bce_loss
+    total = classify(logits.astype(jnp.float32), labels, batch['mask'])
+    metrics = {f'{loss}_loss': total}
     if diversity_loss != 'none':
       diversity = losses.diversity_loss(aux['maps'].astype(jnp.float32), diversity_loss)
       metrics['diversity_loss'] = diversity
-      loss = loss + diversity_weight * diversity
+      total = total + diversity_weight * diversity
     if area_weight:
       area = losses.area_loss(aux['class_maps'], labels, batch['mask'])
       metrics['area_loss'] = area
-      loss = loss + area_weight * area
-    metrics['loss'] = loss
-    return loss, (updates.get('batch_stats', state.batch_stats), metrics)
+      total = total + area_weight * area
+    metrics['loss'] = total
+    return total, (updates.get('batch_stats', state.batch_stats), metrics)
 
   own = (lambda tree: tree) if stage is None else (lambda tree: tree[stage])  # What trains.
   stage_tx = tx if stage is None else tx.transforms[stage]
@@ -237,7 +258,8 @@ def make_train_step(optim, model, tx, mesh, stage=None, augment=None):
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, diversity_loss=optim.diversity_loss,
                         diversity_weight=optim.diversity_weight, stage=stage,
-                        area_weight=optim.get('area_weight', 0.0), augment=augment),
+                        area_weight=optim.get('area_weight', 0.0), augment=augment,
+                        loss=optim.get('loss', 'bce')),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
@@ -355,8 +377,9 @@ def training_protocol(config, final):
 def eval_metrics(config, state, info, eval_fn, sharding, final=False):
   """Scores the eval split with excam_jax.evaluation.evaluator (see training_protocol).
 
-  Classification mAP always; the localization metrics too when config.eval.localization. Every
-  process reads whole global batches and computes the same result.
+  Classification mAP always (top-1 accuracy on the WSOL benchmark's sets, scored by
+  evaluation/wsol_benchmark.py); the localization metrics too when config.eval.localization.
+  Every process reads whole global batches and computes the same result.
   """
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
 
@@ -367,7 +390,8 @@ def eval_metrics(config, state, info, eval_fn, sharding, final=False):
 
   return evaluator.score(predict_fn, pipeline.eval_batches(config), info.class_names,
                          training_protocol(config, final),
-                         localization=config.eval.localization)
+                         localization=config.eval.localization, dataset=config.data.dataset,
+                         eval_config=config.eval)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -551,10 +575,11 @@ def _train(config, workdir, info, total_steps, ckpt, stop, allow_schedule_change
   model = network.create_model(config.model, info.num_classes)
   names = stages(config)
   stage_steps = total_steps // len(names)
+  steps_per_epoch = stage_steps // config.train.num_epochs
   if names == (None,):
-    tx, schedules = create_optimizer(config.optim, total_steps)
+    tx, schedules = create_optimizer(config.optim, total_steps, steps_per_epoch)
   else:
-    tx, schedules = create_staged_optimizer(config.optim, stage_steps, names)
+    tx, schedules = create_staged_optimizer(config.optim, stage_steps, names, steps_per_epoch)
   state, source = initial_state(config, model, tx, ckpt, replicated, allow_schedule_change)
   start = int(state.step)
   if start > total_steps:

@@ -209,6 +209,26 @@ class TestTrainStep:
     want = float(lam) * _bce(logits, labels_a) + (1 - float(lam)) * _bce(logits, labels_b)
     np.testing.assert_allclose(metrics['bce_loss'], want, rtol=1e-5)
 
+  def test_cutmix_softmax_step_trains_on_lam_ce_a_plus_1_minus_lam_ce_b(self):
+    # Single-label data (optim.loss 'softmax'): cross-entropy with CutMix's soft one-hot labels.
+    model, optim = MeanNet(), _optim()
+    optim.loss = 'softmax'
+    tx, _ = train.create_optimizer(optim, total_steps=10)
+    state, batch = _state(model, tx), _batch(0)
+    batch['label'] = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]]
+    params, rng = jax.device_get((state.params, state.rng))
+    step = train.make_train_step(optim, model, tx, parallel.data_mesh(),
+                                 augment=augment.from_config(_train_config(augment='cutmix')))
+    _, metrics = step(state, batch)
+    key = jax.random.fold_in(jax.random.fold_in(rng, 0), train.AUGMENT_STREAM)
+    mixed, (labels_a, labels_b, lam) = augment.cutmix(key, batch['image'], batch['label'], 1.0, 1.0)
+    assert 0 < float(lam) < 1 and not np.array_equal(labels_a, labels_b)
+    z = np.asarray(model.apply({'params': params}, mixed)[0], np.float64)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    ce = lambda y: float(-(np.asarray(y) * log_p).sum(axis=1).mean())
+    want = float(lam) * ce(labels_a) + (1 - float(lam)) * ce(labels_b)
+    np.testing.assert_allclose(metrics['softmax_loss'], want, rtol=1e-5)
+
   def test_has_step_trains_on_the_hidden_images(self):
     model = MeanNet()
     tx, _ = train.create_optimizer(_optim(), total_steps=10)

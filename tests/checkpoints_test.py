@@ -108,7 +108,9 @@ class TestCheckpoints:
     saved = checkpoints.config_to_dict(tiny.get_config())
     for section, name in (('model', 'acol_head'), ('model', 'acol_threshold'),
                           ('model', 'acol_fusion'), ('model', 'class_pooling'),
-                          ('optim', 'optimizer'), ('optim', 'area_weight')):
+                          ('optim', 'optimizer'), ('optim', 'area_weight'), ('model', 'dilate'),
+                          ('optim', 'loss'), ('optim', 'nesterov'), ('optim', 'decay_every_epochs'),
+                          ('optim', 'head_rate_stages')):
       del saved[section][name]
     del saved['data']['parts']['body_cue']
     fields = checkpoints.COMPATIBILITY_FIELDS + checkpoints.SCHEDULE_FIELDS
@@ -116,8 +118,11 @@ class TestCheckpoints:
                                            fields) == []
     changed = tiny.get_config()
     changed.model.acol_head, changed.optim.optimizer = 'excam', 'adamw'
+    changed.model.dilate, changed.optim.head_rate_stages = False, (4,)
     assert checkpoints.incompatible_fields(saved, checkpoints.config_to_dict(changed), fields) == [
         "model.acol_head ('wildcat' in the checkpoint, 'excam' now)",
+        "model.dilate (True in the checkpoint, False now)",
+        "optim.head_rate_stages ([] in the checkpoint, [4] now)",
         "optim.optimizer ('sgd' in the checkpoint, 'adamw' now)"]
 
   def test_only_damage_sets_a_checkpoint_aside(self, tmp_path):

@@ -38,6 +38,32 @@ class TestBceLoss:
     np.testing.assert_allclose(grad, expected, rtol=1e-6)
 
 
+class TestSoftmaxLoss:
+
+  # softmax(0, ln 3) = (1/4, 3/4): CE is ln 4 for class 0, ln(4/3) for class 1.
+  LOGITS = jnp.array([[0.0, np.log(3.0)], [np.log(3.0), 0.0]])
+  LABELS = jnp.array([[0.0, 1.0], [0.0, 1.0]])
+
+  def test_mean_over_valid_examples_by_hand(self):
+    np.testing.assert_allclose(losses.softmax_loss(self.LOGITS, self.LABELS),
+                               (np.log(4 / 3) + np.log(4)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(losses.softmax_loss(self.LOGITS, self.LABELS, jnp.array([0., 1.])),
+                               np.log(4), rtol=1e-6)
+    assert float(losses.softmax_loss(self.LOGITS, self.LABELS, jnp.zeros(2))) == 0.0
+
+  def test_cutmix_soft_labels_mix_the_two_losses_by_hand(self):
+    # Image 0 keeps lam = 0.75 of class 1 and takes 0.25 of its partner's class 0:
+    # 0.75 ln(4/3) + 0.25 ln 4 = 0.5623 (both images mix the same way, as a CutMix batch).
+    soft = jnp.array([[0.25, 0.75], [0.75, 0.25]])
+    want = 0.75 * np.log(4 / 3) + 0.25 * np.log(4)
+    np.testing.assert_allclose(losses.softmax_loss(self.LOGITS, soft), want, rtol=1e-6)
+    np.testing.assert_allclose(want, 0.5623351, rtol=1e-6)
+
+  def test_gradient_is_softmax_minus_label_over_count(self):
+    grad = jax.grad(lambda z: losses.softmax_loss(z, self.LABELS))(self.LOGITS)
+    np.testing.assert_allclose(grad, (jax.nn.softmax(self.LOGITS) - self.LABELS) / 2, rtol=1e-6)
+
+
 class TestDiversityLoss:
 
   # One image, one class, 2 cells, M = 2: F1 = (1, 0), F2 = (0, 1).

@@ -6,6 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import cub
+from configs import ilsvrc
+from configs import openimages
 from configs import synthetic
 from configs import tiny
 from configs import voc07
@@ -238,7 +241,7 @@ def test_cam_maps_average_to_logits_minus_bias():
                              atol=1e-5)
 
 
-@pytest.mark.parametrize('module', [voc12, voc07, synthetic, tiny])
+@pytest.mark.parametrize('module', [voc12, voc07, synthetic, tiny, cub, ilsvrc, openimages])
 def test_shipped_configs_are_valid(module):
   config = module.get_config()
   config_checks.validate_model(config)

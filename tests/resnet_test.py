@@ -2,11 +2,13 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from excam_jax.models import fastconv
 from excam_jax.models import resnet
 
 
@@ -32,6 +34,42 @@ def test_resnet101_output_shape(size, output_stride, hw):
   out = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
                        jax.ShapeDtypeStruct((2, size, size, 3), jnp.float32))
   assert out.shape == (2, hw, hw, 2048)
+
+
+def _convs(model, size=224):
+  """{module path: (stride, dilation, padding)} of every conv the model calls."""
+  seen = {}
+
+  def record(call, args, kwargs, context):
+    if isinstance(context.module, fastconv.Conv) and context.method_name == '__call__':
+      m = context.module
+      seen['/'.join(m.scope.path)] = (m.stride, m.dilation, m.padding)
+    return call(*args, **kwargs)
+
+  with nn.intercept_methods(record):
+    abstract_variables(model, size)
+  return seen
+
+
+@pytest.mark.parametrize('output_stride, hw, layer3, layer4', [
+    (16, 14, (2, 1, 1), (1, 1, 1)),  # wsolevaluation's ResNet50.
+    (8, 28, (1, 1, 1), (1, 1, 1))])  # ... with large_feature_map.
+def test_undilated_stride_one_stages_as_wsolevaluation(output_stride, hw, layer3, layer4):
+  """dilate=False: the last stages lose their stride and keep dilation 1 (padding 1), as
+  wsolevaluation's wsol/resnet.py ResNetCam; the parameters are the stride-32 net's (ImageNet
+  weights load)."""
+  model = resnet.ResNet(depth=50, output_stride=output_stride, dilate=False)
+  out = jax.eval_shape(lambda v, x: model.apply(v, x), abstract_variables(model),
+                       jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))
+  assert out.shape == (1, hw, hw, 2048)
+  convs = _convs(model)
+  assert convs['layer3_0/conv2'] == layer3 and convs['layer4_0/conv2'] == layer4
+  assert convs['layer4_0/downsample_conv'] == (1, 1, 0)  # 1 x 1, stride 1: as theirs.
+  assert {convs[f'layer4_{i}/conv2'] for i in range(3)} == {(1, 1, 1)}
+  dilated = _convs(resnet.ResNet(depth=50, output_stride=output_stride))
+  assert dilated['layer4_1/conv2'] == (1, 32 // output_stride, 32 // output_stride)
+  shapes = lambda m: jax.tree.map(lambda x: x.shape, abstract_variables(m))
+  assert shapes(model) == shapes(resnet.ResNet(depth=50))
 
 
 def test_torchvision_names():

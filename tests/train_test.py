@@ -76,6 +76,21 @@ class TestLearningRateSchedule:
                                [0.05, 0.1, 0.05 * (1 + math.cos(math.pi * 4 / 8))], atol=1e-7)
 
 
+class TestStepSchedule:
+
+  def test_wsolevaluation_decay_by_hand(self):
+    # 10 steps an epoch, x0.1 from epoch 15 (1-based; their adjust_learning_rate before each
+    # epoch): steps 0-139 are epochs 1-14, step 140 starts epoch 15, 290 epoch 30, 440 epoch 45.
+    optim = step_config(schedule='step', decay_every_epochs=15)
+    schedule = train.learning_rate_schedule(optim, 0.2, 500, steps_per_epoch=10)
+    np.testing.assert_allclose([schedule(s) for s in (0, 139, 140, 289, 290, 439, 440)],
+                               [0.2, 0.2, 0.02, 0.02, 0.002, 0.002, 0.0002], rtol=1e-6)
+    schedule = train.learning_rate_schedule(step_config(schedule='step', decay_every_epochs=3),
+                                            1.0, 100, steps_per_epoch=4)
+    np.testing.assert_allclose([schedule(s) for s in (7, 8, 19, 20)], [1, 0.1, 0.1, 0.01],
+                               rtol=1e-6)  # Epochs 2, 3, 5, 6.
+
+
 class TestOptimizer:
 
   def test_pytorch_sgd_with_trunk_and_head_rates(self):
@@ -98,6 +113,20 @@ class TestOptimizer:
     np.testing.assert_allclose(params['trunk']['w'], p['trunk'], rtol=1e-6)
     np.testing.assert_allclose(params['head']['b'], p['head'], rtol=1e-6)
 
+  def test_nesterov_sgd_as_pytorch(self):
+    config = step_config(nesterov=True)
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    params = {'trunk': {'w': jnp.array([1.0, -2.0])}}
+    grads = [jnp.array([0.5, 0.1]), jnp.array([-0.2, 0.3]), jnp.array([0.4, -0.6])]
+    opt_state, p, buf = tx.init(params), np.array([1.0, -2.0]), 0.0
+    for g in grads:  # torch.optim.SGD(lr=0.1, momentum=0.9, weight_decay=0.01, nesterov=True).
+      updates, opt_state = tx.update({'trunk': {'w': g}}, opt_state, params)
+      params = jax.tree.map(lambda a, u: a + u, params, updates)
+      d = np.asarray(g) + 0.01 * p
+      buf = 0.9 * buf + d
+      p = p - 0.1 * (d + 0.9 * buf)
+    np.testing.assert_allclose(params['trunk']['w'], p, rtol=1e-6)
+
   def test_adamw_first_update_by_hand(self):
     # Step 1 of Adam: m_hat = g, v_hat = g^2, so the update is -lr (sign(g) + wd * p) per group.
     config = step_config(optimizer='adamw', momentum=0.9)
@@ -111,6 +140,25 @@ class TestOptimizer:
   def test_param_groups(self):
     groups = train.param_groups({'trunk': {'a': {'k': 0}}, 'head': {'b': 0, 'c': {'d': 0}}})
     assert groups == {'trunk': {'a': {'k': 'trunk'}}, 'head': {'b': 'head', 'c': {'d': 'head'}}}
+
+  def test_head_rate_stages_train_at_the_heads_rate(self):
+    # wsolevaluation's ResNet50: layer4 with the fc at 10x (head_rate_stages (4,)).
+    params = {'trunk': {'conv1': {'kernel': 0}, 'layer3_5': {'bn1': {'scale': 0}},
+                        'layer4_0': {'conv2': {'kernel': 0}}, 'layer4_2': {'bn3': {'bias': 0}}},
+              'head': {'classifier': {'kernel': 0}}}
+    groups = train.param_groups(params, head_rate_stages=(4,))
+    assert groups == {'trunk': {'conv1': {'kernel': 'trunk'},
+                                'layer3_5': {'bn1': {'scale': 'trunk'}},
+                                'layer4_0': {'conv2': {'kernel': 'head'}},
+                                'layer4_2': {'bn3': {'bias': 'head'}}},
+                      'head': {'classifier': {'kernel': 'head'}}}
+    assert train.param_groups(params, (3, 4))['trunk']['layer3_5']['bn1']['scale'] == 'head'
+    tx, _ = train.create_optimizer(step_config(head_rate_stages=(4,), momentum=0.0,
+                                               weight_decay=0.0), total_steps=10)
+    ones = jax.tree.map(lambda _: jnp.ones(()), params)
+    updates, _ = tx.update(ones, tx.init(ones), ones)
+    assert updates['trunk']['conv1']['kernel'] == -0.1  # trunk_learning_rate
+    assert updates['trunk']['layer4_0']['conv2']['kernel'] == -0.5  # head_learning_rate
 
 
 class TestTrainStep:
@@ -191,6 +239,23 @@ class TestTrainStep:
     np.testing.assert_allclose(metrics['loss'], metrics['bce_loss'] + 0.5 * metrics['area_loss'],
                                rtol=1e-6)
 
+  def test_softmax_loss_by_hand(self):
+    model = PooledNet()
+    config = step_config(loss='softmax')
+    tx, _ = train.create_optimizer(config, total_steps=10)
+    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    batch = random_batch(0)
+    batch['label'] = np.eye(3, dtype=np.float32)[np.arange(8) % 3]  # One class per image.
+    batch['mask'][-1] = 0
+    state = new_state(model, tx)
+    logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                            batch['image'], train=True, mutable=['batch_stats'])[0]
+    _, metrics = step(state, batch)
+    z = np.asarray(logits, np.float64)
+    ce = np.log(np.exp(z).sum(1)) - z[np.arange(8), np.arange(8) % 3]  # -log softmax_c
+    np.testing.assert_allclose(metrics['softmax_loss'], ce[:7].mean(), rtol=1e-5)
+    assert 'bce_loss' not in metrics and metrics['loss'] == metrics['softmax_loss']
+
   def test_eval_step_returns_logits_and_class_maps(self):
     model = PooledNet()
     tx, _ = train.create_optimizer(step_config(), total_steps=10)
@@ -211,6 +276,17 @@ class TestConfigChecks:
       ('optim.momentum', 1.0, r'config\.optim\.momentum=1\.0'),
       ('eval.batch_size', 0, r'config\.eval\.batch_size=0'),
       ('eval.maxboxacc', 'cubic', r"config\.eval\.maxboxacc='cubic'"),
+      ('optim.loss', 'hinge', r"config\.optim\.loss='hinge' is invalid: allowed one of"),
+      ('optim.loss', 'softmax', r"config\.optim\.loss='softmax' is invalid: allowed 'bce' on "
+                                r"multi-label data \('softmax' needs one class per image"),
+      ('optim.decay_every_epochs', 0, r'config\.optim\.decay_every_epochs=0'),
+      ('optim.head_rate_stages', (5,), r'config\.optim\.head_rate_stages=\(5,\) is invalid'),
+      ('optim.head_rate_stages', (4, 4), r'config\.optim\.head_rate_stages=\(4, 4\)'),
+      ('eval.cam_curve_interval', 0.0, r'config\.eval\.cam_curve_interval=0\.0'),
+      ('eval.iou_threshold_list', (0.5,), r'config\.eval\.iou_threshold_list=\(0\.5,\) is '
+                                          r'invalid: allowed a non-empty tuple of IoU thresholds '
+                                          r'in percent'),
+      ('eval.iou_threshold_list', (), r'config\.eval\.iou_threshold_list=\(\)'),
   ])
   def test_bad_training_field(self, field, value, message):
     config = tiny.get_config()

@@ -1,6 +1,7 @@
 """Tests of the WSOL benchmark's data sets (excam_jax/data/wsol.py) on tiny generated trees in
 wsolevaluation's exact layout: records, batches, OpenImages masks, bad metadata, a training run."""
 
+import importlib
 import itertools
 import json
 import os
@@ -470,3 +471,50 @@ def test_training_run_end_to_end(tree, tmp_path):
                                         env=cli_util.training_env(str(tmp_path / 'cache')))
   assert code == 0, lines[-20:]
   assert os.path.isdir(tmp_path / 'run' / checkpoints.CHECKPOINT_DIR / '2')
+
+
+@pytest.mark.parametrize('name', ['cub', 'ilsvrc', 'openimages'])
+def test_benchmark_config_trains_and_evaluates_on_a_tiny_tree(tree, tmp_path, name):
+  """configs/<name>.py (wsolevaluation's CAM setting) passes the checks, trains 3 steps on a
+  tiny tree with sizes overridden on the command line, and `evaluate --split=test` reports the
+  benchmark's scores under wsolevaluation's protocol (evaluation/wsol_benchmark.py)."""
+  module = importlib.import_module(f'configs.{name}')
+  dataset = f'wsol/{name}'
+  config = module.get_config()
+  assert (config.data.dataset, config.model.head, config.model.depth) == (dataset, 'cam', 50)
+  assert (config.optim.loss, config.model.dilate, tuple(config.optim.head_rate_stages)) == (
+      'softmax', False, (4,))
+  assert config.optim.head_learning_rate == pytest.approx(10 * config.optim.trunk_learning_rate)
+  roots = tree(dataset).data.wsol
+  config.data.wsol.update(data_root=roots.data_root, metadata_root=roots.metadata_root,
+                          mask_root=roots.mask_root)
+  config_checks.validate(config)
+  run = tmp_path / 'run'
+  args = [f'--config=configs/{name}.py', f'--workdir={run}',
+          f'--config.data.wsol.data_root={roots.data_root}',
+          f'--config.data.wsol.metadata_root={roots.metadata_root}',
+          f'--config.data.wsol.mask_root={roots.mask_root}', '--config.data.image_size=32',
+          '--config.data.wsol.resize_size=40', '--config.model.depth=18', '--config.model.width=8',
+          '--config.train.batch_size=2', '--config.eval.batch_size=4',
+          '--config.train.num_epochs=1', '--config.train.log_every_steps=1']
+  env = cli_util.training_env(str(tmp_path / 'cache'))
+  code, _, lines = cli_util.run_command('excam_jax.main', *args, timeout=600, env=env)
+  assert code == 0, lines[-20:]
+  last = 2 if name == 'openimages' else 3  # 4 or 5-6 training images at batch 2.
+  assert os.path.isdir(run / checkpoints.CHECKPOINT_DIR / str(last))
+  code, out, lines = cli_util.run_command('excam_jax.evaluate', f'--workdir={run}', '--split=test',
+                                          '--figures=2', timeout=600, env=env)
+  assert code == 0, lines[-20:]
+  folder = run / 'eval' / str(last) / 'test'
+  with open(folder / 'metrics.json') as f:
+    result = json.load(f)
+  assert result['protocol']['name'].startswith('wsolevaluation')
+  assert result['protocol']['iou_threshold_list'] == [30, 50, 70]
+  headline = 'pxap' if name == 'openimages' else 'maxboxaccv2'
+  assert 0 <= result[headline] <= 1 and 0 <= result['top1_accuracy'] <= 1
+  assert 'classification_map' not in result and 'localization_ap' not in result
+  if name != 'openimages':
+    assert result['top1_loc'] <= result['gt_known_loc'] == result['maxboxaccv2_per_iou'][1]
+  tables = (folder / 'tables.md').read_text()
+  assert f'| {headline} |' in tables and 'Scored with: name = wsolevaluation' in tables
+  assert (folder / 'boxes.png').is_file() and not (folder / 'ap_bars.png').exists()

@@ -19,6 +19,9 @@ Difficult objects: the AP metrics ignore them (VOC rules); CorLoc, expansion and
 the (image, class) samples whose objects of that class are all difficult, and a sample they keep
 is scored against all of its class's boxes (a difficult one is still that object).
 
+The WSOL benchmark's data sets ('wsol/...') are scored by wsol_benchmark.Scorer instead, under
+wsolevaluation's protocol (make_scorer picks the accumulator by data set).
+
 Boxes come from the one path of boxes.py: the class map upsampled to the original image size
 (`Protocol.box_grid=None`, the default of every final evaluation), thresholded, 8-connected
 components, pixel boxes. The cheap in-training evaluations may set a square working grid instead
@@ -37,6 +40,7 @@ from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
 from excam_jax.evaluation import sweep
+from excam_jax.evaluation import wsol_benchmark
 from excam_jax.evaluation import wsolevaluation
 
 
@@ -340,8 +344,20 @@ def close_pool(pool, failed):
     pool.shutdown(wait=not failed, cancel_futures=failed)
 
 
-def score(predict_fn, batches, class_names, protocol=Protocol(), *, localization=True, workers=0):
-  """Runs `predict_fn` over `batches` and computes every metric (an Evaluator's loop).
+def make_scorer(class_names, protocol=Protocol(), localization=True, pool=None, dataset=None,
+                eval_config=None):
+  """The accumulator of `dataset`: a wsol_benchmark.Scorer (its protocol from the config's
+  `eval_config`) for the WSOL benchmark's data sets, an Evaluator(class_names, protocol, ...)
+  for the others."""
+  if dataset in wsol_benchmark.DATASETS:
+    return wsol_benchmark.Scorer(class_names, wsol_benchmark.Protocol.from_config(eval_config),
+                                 localization, pool)
+  return Evaluator(class_names, protocol, localization, pool)
+
+
+def score(predict_fn, batches, class_names, protocol=Protocol(), *, localization=True, workers=0,
+          dataset=None, eval_config=None):
+  """Runs `predict_fn` over `batches` and computes every metric (an accumulator's loop).
 
   Args:
     predict_fn: images (B, S, S, 3) -> numpy (logits (B, C), class_maps (B, h, w, C)).
@@ -350,14 +366,15 @@ def score(predict_fn, batches, class_names, protocol=Protocol(), *, localization
     protocol: a Protocol.
     localization: also compute the box and point metrics.
     workers: processes for the MaxBoxAcc sweep, which then overlaps the model's forward passes.
+    dataset, eval_config: config.data.dataset and config.eval (make_scorer).
 
   Returns:
-    Evaluator.compute()'s dict.
+    The accumulator's compute() dict.
   """
   pool = sweep_pool(workers) if localization else None
   failed = True
   try:
-    evaluator = Evaluator(class_names, protocol, localization, pool)
+    evaluator = make_scorer(class_names, protocol, localization, pool, dataset, eval_config)
     for batch in batches:
       if np.any(np.asarray(batch['mask']) > 0):
         evaluator.add(batch, *predict_fn(batch['image']))

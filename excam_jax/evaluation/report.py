@@ -28,8 +28,8 @@ METRICS = {
               'holding a non-difficult object of the class',
     'maxboxacc': 'MaxBoxAcc (Choe et al. 2020): min-max normalised map, largest component, '
                  'IoU >= 0.5, best threshold; protocol "exact" or "wsolevaluation"',
-    'maxboxaccv2': 'MaxBoxAccV2: all components, IoU >= {0.3, 0.5, 0.7} averaged, best '
-                   'threshold per IoU',
+    'maxboxaccv2': 'MaxBoxAccV2: all components (contours under wsolevaluation), IoU >= {0.3, '
+                   '0.5, 0.7} averaged, best threshold per IoU',
     'expansion': 'area(largest box) / area(best-overlapping ground-truth box) for correctly '
                  'classified positives',
     'parts_body_coverage': 'parts data set: fraction of body pixels where z_c > 0',
@@ -40,9 +40,18 @@ METRICS = {
             'with cv2 INTER_CUBIC, min-max normalised, area under the pixel precision-recall '
             'curve over thresholds in steps of 0.001, pixels of all (image, class) samples '
             'pooled; parts data set: object = body and part of the class, difficult objects '
-            'ignored',
+            "ignored; OpenImages: the ground-truth class's map, wsolevaluation's masks",
     'mean_class_pxap': 'PxAP within each class (the same rule), mean over classes',
+    'top1_loc': "Top-1 Loc: top-1 class right and the ground-truth class map's box with IoU >= "
+                "0.5 at GT-known Loc's best threshold",
+    'gt_known_loc': "GT-known Loc: the ground-truth class map's box with IoU >= 0.5 at the best "
+                    'threshold (MaxBoxAcc at IoU 0.5 with the same boxes)',
+    'top1_accuracy': "top-1 classification accuracy: the largest logit is the image's class",
 }
+# The WSOL benchmark's published numbers: clovaai/wsolevaluation's README main table (Choe et
+# al., "Evaluating WSOL Right", its latest arXiv version): test split, percent, the last
+# checkpoint of runs whose hyperparameters were tuned on the val split (train-fullsup).
+_CAM = 'wsolevaluation README main table, test split, CAM: '
 VOC_CLASSES = voc_info.CLASS_NAMES
 
 # Per-class reference values in VOC class order: metric -> {column name: values}.
@@ -80,6 +89,10 @@ SUMMARY_REFERENCES = {
                               'WILDCAT 0.27',
         'corloc': 'weakly supervised detection, VOC 2007 trainval (not test): OICR (VGG16) '
                   '60.6, PCL 67.2'},
+    'wsol/cub': {'maxboxaccv2': _CAM + 'ResNet50 63.0, VGG16 63.7, InceptionV3 56.7 (mean 61.1)'},
+    'wsol/ilsvrc': {'maxboxaccv2': _CAM + 'ResNet50 63.7, VGG16 60.0, InceptionV3 63.4 '
+                                          '(mean 62.4)'},
+    'wsol/openimages': {'pxap': _CAM + 'ResNet50 58.5, VGG16 58.3, InceptionV3 63.2 (mean 60.0)'},
 }
 
 
@@ -114,6 +127,14 @@ def markdown_report(result, class_names, dataset, split, step):
   if 'maxboxacc_threshold' in result:
     lines += ['', f'Best relative thresholds: MaxBoxAcc {result["maxboxacc_threshold"]:.2f}; '
               f'MaxBoxAccV2 {", ".join(f"{t:.2f}" for t in result["maxboxaccv2_thresholds"])}.']
+  if 'loc_threshold' in result:  # The WSOL benchmark (evaluation/wsol_benchmark.py).
+    ious = result.get('protocol', {}).get('iou_threshold_list', ())
+    name, label = (('maxboxaccv2', 'MaxBoxAccV2') if 'maxboxaccv2' in result else
+                   ('maxboxacc', 'MaxBoxAcc'))
+    at = zip(ious, result[f'{name}_per_iou'], result[f'{name}_thresholds'])
+    lines += ['', f'{label} at IoU ' + ', '.join(
+        f'{d}%: {_cell(a)} (CAM threshold {t:.3f})' for d, a, t in at) +
+              f'; GT-known and Top-1 Loc at CAM threshold {result["loc_threshold"]:.3f}.']
   per_class = dict(result['per_class'])
   if 'per_class_pxap' in result:
     per_class['pxap'] = result['per_class_pxap']
@@ -154,8 +175,10 @@ def jsonable(value):
 
 
 def bar_metric(dataset):
-  """The per-class metric of the AP bar figure: VOC 2007 reports the 11-point AP."""
-  return 'localization_ap_07' if dataset == 'voc/2007' else 'localization_ap'
+  """The per-class metric of the AP bar figure and of --compare: VOC 2007 reports the 11-point
+  AP; the WSOL benchmark's sets GT-known Loc (boxes) or PxAP (OpenImages)."""
+  return {'voc/2007': 'localization_ap_07', 'wsol/cub': 'gt_known_loc',
+          'wsol/ilsvrc': 'gt_known_loc', 'wsol/openimages': 'pxap'}.get(dataset, 'localization_ap')
 
 
 def load_compare(path, num_classes, metric='localization_ap'):

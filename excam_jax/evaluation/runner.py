@@ -24,6 +24,7 @@ from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import parts
 from excam_jax.evaluation import report
+from excam_jax.evaluation import wsol_benchmark
 from excam_jax.models import expansion as expansionlib
 from excam_jax.models import network
 
@@ -79,14 +80,17 @@ def write_figures(out_dir, examples, class_names, per_class, dataset, threshold,
                   heat=visualize.sigmoid):
   """Writes ap_bars.png, boxes.png and cams.png; boxes come from boxes.map_to_boxes at the
   original size (what the metrics scored), drawn scaled onto the model's input image; `heat`
-  draws the maps on their own scale (visualize.heat_fn)."""
-  metric = report.bar_metric(dataset)
-  runs = {'ours': per_class[metric]}
-  if compare:
-    runs[compare[0]] = compare[1]
-  runs.update(report.PER_CLASS_REFERENCES.get(dataset, {}).get(metric, {}))
-  visualize.save_ap_bars(os.path.join(out_dir, 'ap_bars.png'), class_names, runs,
-                         title=f'{metric} per class, {dataset}', ylabel=metric)
+  draws the maps on their own scale (visualize.heat_fn). The WSOL benchmark's single-label sets
+  (hundreds of classes: no bars) show the top-1 class's map and boxes."""
+  single_label = dataset in wsol_benchmark.DATASETS
+  if not single_label:
+    metric = report.bar_metric(dataset)
+    runs = {'ours': per_class[metric]}
+    if compare:
+      runs[compare[0]] = compare[1]
+    runs.update(report.PER_CLASS_REFERENCES.get(dataset, {}).get(metric, {}))
+    visualize.save_ap_bars(os.path.join(out_dir, 'ap_bars.png'), class_names, runs,
+                           title=f'{metric} per class, {dataset}', ylabel=metric)
   images = np.clip(image_ops.denormalize(examples['image']), 0, 1)
   size = images.shape[1]
   box_panels, cam_panels, box_titles, cam_titles = [], [], [], []
@@ -96,13 +100,15 @@ def write_figures(out_dir, examples, class_names, per_class, dataset, threshold,
     labels = examples['box_labels'][i]
     gt = boxlib.normalized_to_pixels(examples['boxes'][i][labels >= 0], size, size)
     logits, maps = examples['logits'][i], np.moveaxis(examples['class_maps'][i], -1, 0)
-    predicted = np.flatnonzero(logits > 0)
+    predicted = np.argmax(logits)[None] if single_label else np.flatnonzero(logits > 0)
     pred = [tuple(np.floor(np.asarray(b) * to_input).astype(int))
             for c in predicted for b in boxlib.map_to_boxes(maps[c], height, width, threshold)]
     box_panels.append(visualize.overlay_boxes(image, gt, pred))
     box_titles.append(', '.join(class_names[c] for c in predicted) or '(none predicted)')
     shown = boxlib.upsample(maps, size, size)
-    for c in sorted(set(labels[labels >= 0].tolist()) | set(predicted.tolist())):
+    truth = set(labels[labels >= 0].tolist()) | (  # OpenImages has no boxes: its class_id.
+        {int(examples['class_id'][i])} if 'class_id' in examples else set())
+    for c in sorted(truth | set(predicted.tolist())):
       cam_panels.append(visualize.overlay_cam(image, heat(shown[c])))
       cam_titles.append(f'{i}: {class_names[c]} s={visualize.sigmoid(logits[c]):.2f}')
   visualize.save_panels(os.path.join(out_dir, 'boxes.png'), box_panels, box_titles)
@@ -249,7 +255,8 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   pool = evaluator.sweep_pool(workers)
   failed = True
   try:
-    scorer = evaluator.Evaluator(info.class_names, scoring, pool=pool)
+    scorer = evaluator.make_scorer(info.class_names, scoring, pool=pool,
+                                   dataset=config.data.dataset, eval_config=config.get('eval'))
     measures = parts.PartsMeasures(config.data.parts, split) if config.data.dataset == 'parts' else None
     examples = _Examples(figures)
     for batch in pipeline.eval_batches(config, split):
@@ -268,7 +275,7 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     evaluator.close_pool(pool, failed)
   if measures:
     result.update(measures.compute())
-  described = scoring.describe()
+  described = scorer.protocol.describe()
   described['map_expansion'] = expansionlib.describe(expand)
   if model.head == 'acol':
     described['acol_fusion'] = model.get('acol_fusion', 'normalised')

@@ -1,5 +1,5 @@
-"""Loss terms of training: the multi-label classification loss, the map diversity term and the
-map-area penalty."""
+"""Loss terms of training: the classification losses (multi-label BCE, single-label softmax
+cross-entropy), the map diversity term and the map-area penalty."""
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,21 @@ def bce_loss(logits, labels, mask=None):
   Labels may be soft: BCE is linear in them, so CutMix's lam L(y_a) + (1 - lam) L(y_b) is
   bce_loss(logits, lam y_a + (1 - lam) y_b) (training/augment.py soft_labels).
   """
-  per_example = optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1)
+  return _mean(optax.sigmoid_binary_cross_entropy(logits, labels).mean(axis=-1), mask)
+
+
+def softmax_loss(logits, labels, mask=None):
+  """Softmax cross-entropy of single-label data (wsolevaluation's nn.CrossEntropyLoss), mean
+  over valid examples.
+
+  loss = sum_b mask_b * (-sum_c labels_bc log softmax(logits_b)_c) / sum_b mask_b, with labels the
+  one-hot of each image's class. Soft labels work the same way: CE is linear in them, so CutMix's
+  lam CE(z, y_a) + (1 - lam) CE(z, y_b) is softmax_loss(z, lam y_a + (1 - lam) y_b).
+  """
+  return _mean(optax.softmax_cross_entropy(logits, labels), mask)
+
+
+def _mean(per_example, mask):
   if mask is None:
     return per_example.mean()
   return (per_example * mask).sum() / jnp.maximum(mask.sum(), 1.0)

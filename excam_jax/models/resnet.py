@@ -97,8 +97,11 @@ class ResNet(nn.Module):
   Attributes:
     depth: 18, 34, 50, 101 or 152.
     width: channels of the stem and of layer1's 3x3 convs (64 in the standard nets).
-    output_stride: 32 (standard), 16 or 8; below 32 the last strides become dilations
-      (torchvision's replace_stride_with_dilation), giving larger maps from the same weights.
+    output_stride: 32 (standard), 16 or 8; below 32 the last stages (layer4; layer3 and layer4
+      at 8) run at stride 1, giving larger maps from the same weights.
+    dilate: whether those stages' convolutions are dilated by the strides removed
+      (torchvision's replace_stride_with_dilation, True) or not (False: wsolevaluation's
+      ResNet50, whose layer4, and layer3 with large_feature_map, simply have stride 1).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
     freeze_bn: use running BatchNorm statistics even when training.
     remat: rematerialise each residual block in the backward pass (saves memory).
@@ -111,6 +114,7 @@ class ResNet(nn.Module):
   depth: int = 101
   width: int = 64
   output_stride: int = 32
+  dilate: bool = True
   dtype: Any = jnp.float32
   freeze_bn: bool = False
   remat: bool = False
@@ -137,16 +141,16 @@ class ResNet(nn.Module):
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((_pad(3),) * 2,) * 2)
 
-    # Stages whose stride becomes a dilation: layer4 at stride 16, layer3 and layer4 at 8.
-    dilate = {32: (), 16: (4,), 8: (3, 4)}[self.output_stride]
+    # Stages at stride 1 (dilated if self.dilate): layer4 at stride 16, layer3 and layer4 at 8.
+    unstrided = {32: (), 16: (4,), 8: (3, 4)}[self.output_stride]
     dilation = 1
     in_features = self.width
     for stage, num_blocks in enumerate(blocks, start=1):
       features = self.width * 2 ** (stage - 1)
       stride = 1 if stage == 1 else 2
       first_dilation = dilation
-      if stage in dilate:
-        dilation *= stride
+      if stage in unstrided:
+        dilation *= stride if self.dilate else 1
         stride = 1
       block = functools.partial(block_cls, features=features, dtype=self.dtype,
                                 use_running_average=use_running_average,
