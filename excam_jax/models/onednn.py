@@ -41,6 +41,8 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
+from excam_jax import xla_setup
+
 _LOG = logging.getLogger(__name__)
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.cc')
 # FFI target name -> the handler's symbol in the built library.
@@ -55,15 +57,14 @@ class Unavailable(Exception):
 
 
 def cache_folder(environ=None):
-  """Where the built library lives; None when EXCAM_CACHE_DIR turns caching off."""
+  """Where the built library lives; None when EXCAM_CACHE_DIR turns caching off: the folder
+  'onednn' beside XLA's compilation cache (xla_setup.cache_dir), or inside EXCAM_CACHE_DIR."""
   environ = os.environ if environ is None else environ
-  chosen = environ.get('EXCAM_CACHE_DIR', '').strip()
-  if chosen.lower() in _OFF:
+  xla_cache = xla_setup.cache_dir(environ)
+  if xla_cache is None:
     return None
-  if chosen:
-    return os.path.join(os.path.expanduser(chosen), 'onednn')
-  base = environ.get('XDG_CACHE_HOME', '').strip() or os.path.join('~', '.cache')
-  return os.path.join(os.path.expanduser(base), 'excam_jax', 'onednn')
+  chosen = environ.get('EXCAM_CACHE_DIR', '').strip()
+  return os.path.join(xla_cache if chosen else os.path.dirname(xla_cache), 'onednn')
 
 
 def _wheel_file(distribution, name):
