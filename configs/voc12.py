@@ -132,7 +132,7 @@ def get_config():
   config.eval.cam_curve_interval = 0.001
   config.eval.iou_threshold_list = (30, 50, 70)
   config.eval.multi_contour_eval = True
-  # Map transform (models/expansion.py) in evaluate and localize: 'none' | 'relative' (boxes
+  # Map transform (models/map_transforms.py) in evaluate and localize: 'none' | 'relative' (boxes
   # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time
   # erasing) | 'advcam' (adversarial climbing) | 'erase+relative' | 'advcam+relative'.
   config.eval.map_expansion = 'none'

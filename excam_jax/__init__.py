@@ -1,9 +1,6 @@
 """excam-jax: weakly supervised object localization (WILDCAT, ex-CAM and variants) in JAX.
 
-Importing the package sets the XLA:CPU flags that were measured to help on this CPU, unless the
-user set them or EXCAM_XLA_DEFAULTS=0 (see `excam_jax.xla_setup`).
+Importing the package configures nothing: the commands set the XLA:CPU flags measured to help on
+this CPU and the compilation cache (`excam_jax.runtime.xla.configure`, called by
+`excam_jax.runtime.cli.run`); a script of your own may call it first.
 """
-
-from excam_jax import xla_setup as _xla_setup
-
-_xla_setup.apply_default_flags()

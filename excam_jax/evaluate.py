@@ -26,8 +26,8 @@ import os
 from absl import flags
 import numpy as np
 
-from excam_jax import cli
-from excam_jax import config_checks
+from excam_jax.runtime import cli
+from excam_jax import config_schema
 from excam_jax.errors import UserError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The --workdir of a training run.')
@@ -49,8 +49,8 @@ _THRESHOLD = flags.DEFINE_float('threshold', None, 'Box threshold on z (0 is sig
 _TOLERANCE = flags.DEFINE_integer('pointwise_tolerance', None, 'Pointwise AP tolerance (px).')
 _MAP_EXPANSION = flags.DEFINE_enum(
     'map_expansion', None,
-    list(config_checks.EXPANSIONS),
-    "Test-time map transform (models/expansion.py); the config's eval.map_expansion if unset.")
+    list(config_schema.EXPANSIONS),
+    "Test-time map transform (models/map_transforms.py); the config's eval.map_expansion if unset.")
 _MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None,
                                             "'erase': erasing passes (>= 1).")
 _MAP_EXPANSION_THRESHOLD = flags.DEFINE_float(
@@ -70,7 +70,7 @@ _MAP_EXPANSION_NUMBERS = (_MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_E
                           _MAP_EXPANSION_WEIGHT, _MAP_EXPANSION_CLIMB_STEPS,
                           _MAP_EXPANSION_CLIMB_CLASSES)
 _ACOL_FUSION = flags.DEFINE_enum(
-    'acol_fusion', None, list(config_checks.ACOL_FUSIONS),
+    'acol_fusion', None, list(config_schema.ACOL_FUSIONS),
     "ACoL runs' test-time map (models/acol.py); the run's config.model.acol_fusion if unset.")
 
 
@@ -92,7 +92,7 @@ def check_flags():
   if _THRESHOLD.value is not None and not np.isfinite(_THRESHOLD.value):
     raise UserError(f'--threshold={_THRESHOLD.value} is invalid: allowed a finite float.')
   for flag in _MAP_EXPANSION_NUMBERS:  # The config's own checks, answered as flags.
-    ok, allowed = config_checks.MAP_EXPANSION_CHECKS[flag.name]
+    ok, allowed = config_schema.MAP_EXPANSION_CHECKS[flag.name]
     if flag.value is not None and not ok(flag.value):
       raise UserError(f'--{flag.name}={flag.value} is invalid: allowed {allowed}.')
   if _COMPARE.value and not os.path.isfile(_COMPARE.value):
@@ -115,8 +115,8 @@ def main(argv):
   if len(argv) > 1:
     raise UserError(f'unexpected arguments {argv[1:]}; use --workdir, --split and --step.')
   check_flags()
-  from excam_jax.evaluation import runner  # pylint: disable=g-import-not-at-top  # JAX.
-  out = runner.evaluate_checkpoint(
+  from excam_jax import checkpoint_eval  # pylint: disable=g-import-not-at-top  # JAX.
+  out = checkpoint_eval.evaluate_checkpoint(
       _WORKDIR.value, split=_SPLIT.value, step=_STEP.value, compare=_COMPARE.value,
       figures=_FIGURES.value, workers=_WORKERS.value, output=_OUTPUT.value,
       protocol=_protocol_flags(),

@@ -14,8 +14,8 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from excam_jax import cli
-from excam_jax import config_checks
+from excam_jax.runtime import cli
+from excam_jax import config_schema
 from excam_jax.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Configuration file (configs/*.py).',
@@ -37,7 +37,7 @@ def main(argv):
     raise UserError(f'unexpected arguments {argv[1:]}; use --config and --workdir.')
   if _CONFIG.value is None or not _WORKDIR.value:
     raise UserError('both --config=configs/<name>.py and --workdir=DIR are required.')
-  config_checks.validate(_CONFIG.value)  # Before JAX or TensorFlow load.
+  config_schema.validate(_CONFIG.value)  # Before JAX or TensorFlow load.
   # Imported here: evaluation worker processes re-import this module and need none of it.
   from excam_jax import train  # pylint: disable=g-import-not-at-top
   result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,

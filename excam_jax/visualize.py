@@ -87,7 +87,7 @@ def heat_fn(model, expansion=None):
 
   Args:
     model: config.model (its head and acol_fusion; an absent acol_fusion is 'normalised').
-    expansion: the map-transform fields (evaluation.runner.map_expansion_fields), or None for
+    expansion: the map-transform fields (evaluation.inference.transform_fields), or None for
       the plain maps.
   """
   fields = expansion or {}

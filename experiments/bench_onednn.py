@@ -38,7 +38,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp  # pylint: disable=wrong-import-position
@@ -146,7 +145,9 @@ def bench_layers(args):
 def _step_calls(work, args):
   """variant -> f() running one train step of `work` (state carried, donated)."""
   from configs import synthetic, voc12  # pylint: disable=g-import-not-at-top
-  from excam_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  from excam_jax.training import parallel  # pylint: disable=g-import-not-at-top
+  from excam_jax.training import optim as optim_lib
+  from excam_jax.training import steps as steps_lib
   from excam_jax.models import network  # pylint: disable=g-import-not-at-top
   module, batch, size, classes = WORKS[work]
   if args.smoke:
@@ -164,10 +165,10 @@ def _step_calls(work, args):
     if args.smoke:
       config.model.update(depth=18, width=4)
     model = network.create_model(config.model, classes)
-    tx, _ = train.create_optimizer(config.optim, 1000)
-    state = jax.jit(functools.partial(train.create_state, model=model, tx=tx, image_size=size),
+    tx, _ = optim_lib.create_optimizer(config.optim, 1000)
+    state = jax.jit(functools.partial(steps_lib.create_state, model=model, tx=tx, image_size=size),
                     out_shardings=parallel.replicated(mesh))(jax.random.PRNGKey(0))
-    step = train.make_train_step(config.optim, model, tx, mesh)
+    step = steps_lib.make_train_step(config.optim, model, tx, mesh)
     holder = {'state': state}
 
     def once(step=step, holder=holder):
@@ -231,4 +232,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from excam_jax.runtime import xla  # pylint: disable=g-import-not-at-top
+  xla.configure()  # What the package's commands do: the measured CPU flags, the cache.
   main()

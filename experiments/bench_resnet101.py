@@ -25,8 +25,10 @@ import jax.numpy as jnp  # pylint: disable=wrong-import-position
 import numpy as np  # pylint: disable=wrong-import-position
 
 from configs import voc12  # pylint: disable=wrong-import-position
-from excam_jax import parallel  # pylint: disable=wrong-import-position
-from excam_jax import train  # pylint: disable=wrong-import-position
+from excam_jax.training import parallel  # pylint: disable=wrong-import-position
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import start as start_lib
+from excam_jax.training import steps as steps_lib
 from excam_jax.models import network  # pylint: disable=wrong-import-position
 
 NUM_CLASSES = 20
@@ -47,7 +49,7 @@ def build(dtype='float32', remat=False, total_steps=1000):
   config.model.dtype = dtype
   config.model.remat = remat
   model = network.create_model(config.model, NUM_CLASSES)
-  tx, _ = train.create_optimizer(config.optim, total_steps)
+  tx, _ = optim_lib.create_optimizer(config.optim, total_steps)
   return config, model, tx
 
 
@@ -72,11 +74,11 @@ def time_steps(batch, size, steps, dtype='float32', remat=False):
   config, model, tx = build(dtype, remat)
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  state = train._compile_once(  # pylint: disable=protected-access
-      functools.partial(train.create_state, model=model, tx=tx, image_size=size), replicated,
+  state = start_lib.compile_once(  # pylint: disable=protected-access
+      functools.partial(steps_lib.create_state, model=model, tx=tx, image_size=size), replicated,
       jax.random.PRNGKey(0))
   data = parallel.global_batch(fake_batch(batch, size), sharded)
-  step = train.make_train_step(config.optim, model, tx, mesh)
+  step = steps_lib.make_train_step(config.optim, model, tx, mesh)
   holder = {'state': state}
 
   def train_once():
@@ -84,7 +86,7 @@ def time_steps(batch, size, steps, dtype='float32', remat=False):
     return metrics['loss']
 
   train_s = _timed(train_once, steps)
-  evaluate = train.make_eval_step(model, mesh)
+  evaluate = steps_lib.make_eval_step(model, mesh)
   variables = {'params': holder['state'].params, 'batch_stats': holder['state'].batch_stats}
   eval_s = _timed(lambda: evaluate(variables, data['image']), steps)
   return train_s, eval_s
@@ -95,7 +97,7 @@ def memory(batch, size, dtype, remat):
   config, model, tx = build(dtype, remat)
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  abstract = jax.eval_shape(functools.partial(train.create_state, model=model, tx=tx,
+  abstract = jax.eval_shape(functools.partial(steps_lib.create_state, model=model, tx=tx,
                                               image_size=size), jax.random.PRNGKey(0))
   state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
                        abstract)
@@ -104,7 +106,7 @@ def memory(batch, size, dtype, remat):
   data['image'] = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32, sharding=sharded)
   options = {'xla_backend_optimization_level': 0} if jax.default_backend() == 'cpu' else {}
   start = time.perf_counter()
-  compiled = train.make_train_step(config.optim, model, tx, mesh).lower(state, data).compile(
+  compiled = steps_lib.make_train_step(config.optim, model, tx, mesh).lower(state, data).compile(
       compiler_options=options)
   stats = compiled.memory_analysis()
   return stats, time.perf_counter() - start
@@ -177,4 +179,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from excam_jax.runtime import xla  # pylint: disable=g-import-not-at-top
+  xla.configure()  # What the package's commands do: the measured CPU flags, the cache.
   main()

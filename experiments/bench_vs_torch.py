@@ -48,7 +48,6 @@ def work_settings(work):
 
 
 def _config(work):
-  sys.path.insert(0, REPO)
   from configs import synthetic, voc12  # pylint: disable=g-import-not-at-top
   name, *_ = work_settings(work)
   return (voc12 if name == 'voc12' else synthetic).get_config()
@@ -80,7 +79,9 @@ def jax_worker(work, steps, warmup, plain):
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from excam_jax import parallel, train  # pylint: disable=g-import-not-at-top
+  from excam_jax.training import parallel  # pylint: disable=g-import-not-at-top
+  from excam_jax.training import optim as optim_lib
+  from excam_jax.training import steps as steps_lib
   from excam_jax.models import network  # pylint: disable=g-import-not-at-top
   _, batch, size, classes, dtype = work_settings(work)
   config = _config(work)
@@ -88,15 +89,15 @@ def jax_worker(work, steps, warmup, plain):
   if plain:
     config.model.conv_impl = 'xla'
   model = network.create_model(config.model, classes)
-  tx, _ = train.create_optimizer(config.optim, 1000)
+  tx, _ = optim_lib.create_optimizer(config.optim, 1000)
   mesh = parallel.data_mesh()
   replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-  state = jax.jit(functools.partial(train.create_state, model=model, tx=tx, image_size=size),
+  state = jax.jit(functools.partial(steps_lib.create_state, model=model, tx=tx, image_size=size),
                   out_shardings=replicated)(jax.random.PRNGKey(0))
   images, labels = fake_batch(batch, size, classes)
   data = parallel.global_batch({'image': images, 'label': labels,
                                 'mask': np.ones(batch, np.float32)}, sharded)
-  step = train.make_train_step(config.optim, model, tx, mesh)
+  step = steps_lib.make_train_step(config.optim, model, tx, mesh)
   holder = {'state': state}
   start = time.perf_counter()
   holder['state'], metrics = step(state, data)
@@ -108,7 +109,7 @@ def jax_worker(work, steps, warmup, plain):
     jax.block_until_ready(out)
 
   train_s = _timed(train_once, steps, warmup)
-  evaluate = train.make_eval_step(model, mesh)
+  evaluate = steps_lib.make_eval_step(model, mesh)
   variables = {'params': holder['state'].params, 'batch_stats': holder['state'].batch_stats}
   eval_s = _timed(lambda: jax.block_until_ready(evaluate(variables, data['image'])), steps,
                   warmup + 1)
@@ -324,7 +325,6 @@ def main():
       figures = jax_worker(work, args.steps, args.warmup, plain=args.worker == 'jax_plain')
     print(json.dumps(figures))
     return
-  sys.path.insert(0, REPO)
   print('fast paths against plain (conv_impl=xla), loss and every gradient tensor:')
   for row in check_fast_path():
     print('  ' + json.dumps(row), flush=True)
@@ -350,4 +350,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from excam_jax.runtime import xla  # pylint: disable=g-import-not-at-top
+  xla.configure()  # What the package's commands do: the measured CPU flags, the cache.
   main()

@@ -31,24 +31,27 @@ WORKER = r'''
 import functools, json, sys, time
 import jax, numpy as np
 from configs import synthetic
-from excam_jax import parallel, train
+from excam_jax.training import parallel
+from excam_jax import train
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import steps as steps_lib
 from excam_jax.models import network
 steps = int(sys.argv[1])
 config = synthetic.get_config()
 config.model.conv_impl = sys.argv[2]
 model = network.create_model(config.model, config.data.parts.num_classes)
-tx, _ = train.create_optimizer(config.optim, 1000)
+tx, _ = optim_lib.create_optimizer(config.optim, 1000)
 mesh = parallel.data_mesh()
 replicated, sharded = parallel.replicated(mesh), parallel.batch_sharded(mesh)
 size, b, c = config.data.image_size, config.train.batch_size, config.data.parts.num_classes
-state = jax.jit(functools.partial(train.create_state, model=model, tx=tx, image_size=size),
+state = jax.jit(functools.partial(steps_lib.create_state, model=model, tx=tx, image_size=size),
                 out_shardings=replicated)(jax.random.PRNGKey(0))
 rng = np.random.default_rng(0)
 batch = parallel.global_batch({
     'image': rng.normal(size=(b, size, size, 3)).astype(np.float32),
     'label': (rng.random((b, c)) < 0.3).astype(np.float32),
     'mask': np.ones(b, np.float32)}, sharded)
-step = train.make_train_step(config.optim, model, tx, mesh)
+step = steps_lib.make_train_step(config.optim, model, tx, mesh)
 start = time.perf_counter()
 state, metrics = step(state, batch)
 first_loss = float(metrics['loss'])

@@ -21,10 +21,9 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import stats  # pylint: disable=wrong-import-position
-from experiments import study  # pylint: disable=wrong-import-position
+from experiments import stats
+from experiments import study
 
 MIN_BODY, MIN_GAP, MAX_LEVELS = 0.5, 0.10, 2
 METRIC = 'classification_map'

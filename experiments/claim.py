@@ -31,10 +31,9 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from experiments import stats  # pylint: disable=wrong-import-position
-from experiments import study  # pylint: disable=wrong-import-position
+from experiments import stats
+from experiments import study
 
 MIN_SEEDS, MIN_CORLOC, MIN_GAIN, MARGIN, MAX_P = 8, 0.55, 0.10, 0.0, 0.05
 MIN_WINS = 7 / 8  # Fraction of seeds on which the method must gain.
@@ -139,7 +138,7 @@ def main():
     return
   print(f"met: {chosen['method']} at body_cue {chosen['body_cue']:g} against {chosen['baseline']}")
   if args.write:
-    from excam_jax import files  # pylint: disable=g-import-not-at-top
+    from excam_jax.runtime import files  # pylint: disable=g-import-not-at-top
     files.write_text(args.write, json.dumps({'method': chosen['method'],
                                              'body_cue': chosen['body_cue'],
                                              'baseline': chosen['baseline']}) + '\n')

@@ -4,28 +4,25 @@ r"""CAM overlays of several trained runs on the same validation images (parts da
       --runs=WILDCAT=runs/study/runs/wildcat_cue0.5_seed0,ex-CAM=runs/study/runs/excam_cue0.5_seed0,erase=runs/study/runs/wildcat_cue0.5_seed0@erase
 
 One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing or
-@relative for the relative box rule, config.eval.map_expansion of models/expansion.py): the
+@relative for the relative box rule, config.eval.map_expansion of models/map_transforms.py): the
 first ground-truth class's map as a heat map on its own scale (visualize.heat_fn: blue 0, red 1;
 sigmoid(z) for logits, the normalised map for ACoL and the relative rule), the ground-truth box in
 red and the CorLoc box (largest z > 0 component) in green. The runs must share the data set.
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
-from excam_jax import visualize  # pylint: disable=wrong-import-position
-from excam_jax.data import image_ops  # pylint: disable=wrong-import-position
-from excam_jax.data import synthetic  # pylint: disable=wrong-import-position
-from excam_jax.evaluation import boxes as boxlib  # pylint: disable=wrong-import-position
-from excam_jax.evaluation import runner  # pylint: disable=wrong-import-position
-from excam_jax.models import expansion  # pylint: disable=wrong-import-position
-from excam_jax.models import network  # pylint: disable=wrong-import-position
+from excam_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+from excam_jax import visualize
+from excam_jax.data import image_ops
+from excam_jax.data import synthetic
+from excam_jax.evaluation import boxes as boxlib
+from excam_jax import inference
+from excam_jax.models import map_transforms
+from excam_jax.models import network
 
 
 def class_maps(workdir, transform, images):
@@ -35,9 +32,9 @@ def class_maps(workdir, transform, images):
   `heat`: z -> heat in [0, 1], the maps on their own scale (visualize.heat_fn).
   """
   config, variables, _ = checkpoints.restore(workdir)
-  fields = runner.map_expansion_fields(config, {'map_expansion': transform or None})
+  fields = inference.transform_fields(config, {'map_expansion': transform or None})
   model = network.create_model(config.model, config.data.parts.num_classes)
-  predict = runner.make_predict_fn(model, variables, expansion.from_config(fields))
+  predict = inference.make_predict_fn(model, variables, map_transforms.from_config(fields))
   size = config.data.image_size
   _, maps = predict(image_ops.normalize(image_ops.resize_bilinear(images, size, size)))
   return visualize.heat_fn(config.model, fields), maps
@@ -77,4 +74,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from excam_jax.runtime import xla  # pylint: disable=g-import-not-at-top
+  xla.configure()  # What the package's commands do: the measured CPU flags, the cache.
   main()

@@ -10,19 +10,16 @@ against the class's boxes) into hits (IoU >= 0.5), too large (area > 1.5x), too 
 """
 
 import argparse
-import os
-import sys
 
 import numpy as np
 from scipy import ndimage
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top,wrong-import-position
-from excam_jax.data import synthetic  # pylint: disable=wrong-import-position
-from excam_jax.evaluation import boxes as boxlib  # pylint: disable=wrong-import-position
-from excam_jax.evaluation import metrics  # pylint: disable=wrong-import-position
-from experiments import compare_maps  # pylint: disable=wrong-import-position
+from excam_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+from excam_jax.data import synthetic
+from excam_jax.evaluation import boxes as boxlib
+from excam_jax.evaluation import metrics
+from experiments import compare_maps
 
 
 def main():
@@ -67,4 +64,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from excam_jax.runtime import xla  # pylint: disable=g-import-not-at-top
+  xla.configure()  # What the package's commands do: the measured CPU flags, the cache.
   main()

@@ -152,7 +152,7 @@ def _soak(workdir, env, kills, rng, duration):
 
 
 def _compare(reference, killed):
-  from excam_jax import checkpoints  # pylint: disable=g-import-not-at-top
+  from excam_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   ckpt_a = checkpoints.Checkpoints(reference, async_save=False)

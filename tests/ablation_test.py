@@ -3,8 +3,8 @@
 import pytest
 
 from configs import voc12
-from excam_jax import config_checks
-from excam_jax import ablation as ablate
+from excam_jax import config_schema
+from experiments import ablate
 from excam_jax.models import network
 
 
@@ -19,7 +19,7 @@ def test_overrides_apply_without_touching_the_base():
 @pytest.mark.parametrize('grid', sorted(ablate.GRIDS))
 def test_every_variant_is_a_valid_config(grid):
   for overrides in ablate.GRIDS[grid].values():
-    config_checks.validate_model(ablate.variant_config(voc12.get_config(), overrides))
+    config_schema.validate_model(ablate.variant_config(voc12.get_config(), overrides))
 
 
 def test_results_table():

@@ -13,12 +13,16 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from excam_jax import checkpoints
-from excam_jax import config_checks
-from excam_jax import parallel
+from excam_jax.training import checkpoints
+from excam_jax import config_schema
+from excam_jax.training import parallel
 from excam_jax import train
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import stages as stages_lib
+from excam_jax.training import steps as steps_lib
 from excam_jax.errors import ConfigError
-from excam_jax.evaluation import runner
+from excam_jax import checkpoint_eval
+from excam_jax import inference
 from excam_jax.models import acol
 from excam_jax.models import network
 
@@ -156,7 +160,7 @@ class TestACoLNet:
     config.model.head = 'acol'
     config.model[field] = value
     with pytest.raises(ConfigError, match=f'model.{field}'):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
 
 class PooledNet(nn.Module):
@@ -184,12 +188,12 @@ def _changed(before, after):
 class TestStages:
 
   def test_stage_of(self):
-    assert [train.stage_of(s, 4, acol.STAGES) for s in range(1, 9)] == ['a'] * 4 + ['b'] * 4
-    assert train.stage_of(3, 10, (None,)) is None
+    assert [stages_lib.stage_of(s, 4, acol.STAGES) for s in range(1, 9)] == ['a'] * 4 + ['b'] * 4
+    assert stages_lib.stage_of(3, 10, (None,)) is None
 
   def test_each_stage_has_its_own_schedule(self):
-    _, schedules = train.create_staged_optimizer(_optim(), stage_steps=5)
-    _, single = train.create_optimizer(_optim(), total_steps=5)
+    _, schedules = stages_lib.create_staged_optimizer(_optim(), stage_steps=5)
+    _, single = optim_lib.create_optimizer(_optim(), total_steps=5)
     for step in range(5):  # Stage b's schedule restarts at its first step (global count 5).
       for group in ('trunk', 'head'):
         assert float(schedules[group](step)) == float(schedules[group](step + 5)) == float(
@@ -198,14 +202,14 @@ class TestStages:
 
   def test_a_stage_trains_only_its_classifier(self):
     model = acol.ACoLNet(a=PooledNet(), b=PooledNet())
-    tx, _ = train.create_staged_optimizer(_optim(warmup_steps=0), stage_steps=4)
-    state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
+    tx, _ = stages_lib.create_staged_optimizer(_optim(warmup_steps=0), stage_steps=4)
+    state = steps_lib.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
     state = jax.device_put(state, parallel.replicated(parallel.data_mesh()))
     rng = np.random.default_rng(0)
     batch = {'image': rng.normal(size=(8, 4, 4, 3)).astype(np.float32),
              'label': (rng.random((8, 3)) < 0.5).astype(np.float32),
              'mask': np.ones(8, np.float32)}
-    steps = {s: train.make_train_step(_optim(warmup_steps=0), model, tx, parallel.data_mesh(), stage=s)
+    steps = {s: steps_lib.make_train_step(_optim(warmup_steps=0), model, tx, parallel.data_mesh(), stage=s)
              for s in acol.STAGES}
     before = jax.device_get(state)
     after_a, metrics = steps['a'](state, batch)
@@ -263,11 +267,11 @@ class TestTwoStageRun:
       np.testing.assert_array_equal(x, y)
 
   def test_evaluate_scores_the_fused_maps(self, acol_run, tmp_path):
-    out = runner.evaluate_checkpoint(acol_run['workdir'], output=str(tmp_path / 'eval'), figures=2)
+    out = checkpoint_eval.evaluate_checkpoint(acol_run['workdir'], output=str(tmp_path / 'eval'), figures=2)
     assert os.path.isfile(os.path.join(out, 'metrics.json'))
     config, variables, _ = checkpoints.restore(acol_run['workdir'])
     model = network.create_model(config.model, 3)
-    predict = runner.make_predict_fn(model, variables)
+    predict = inference.make_predict_fn(model, variables)
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     logits, class_maps = predict(images)
     # The fused map is a mean of two [0, 1] maps minus 0.5; the scores are classifier A's.
@@ -279,7 +283,7 @@ class TestTwoStageRun:
     """One checkpoint scored both ways: the maps differ, the scores do not."""
     results = {}
     for fusion in ('normalised', 'logits'):
-      out = runner.evaluate_checkpoint(acol_run['workdir'], output=str(tmp_path / fusion),
+      out = checkpoint_eval.evaluate_checkpoint(acol_run['workdir'], output=str(tmp_path / fusion),
                                        figures=0, model_overrides={'acol_fusion': fusion})
       with open(os.path.join(out, 'metrics.json')) as f:
         results[fusion] = json.load(f)
@@ -288,7 +292,7 @@ class TestTwoStageRun:
             results['normalised']['classification_map'])
     config, variables, _ = checkpoints.restore(acol_run['workdir'])
     assert config.model.acol_fusion == 'normalised'  # The checkpoint's config is untouched.
-    model = network.create_model(runner.model_fields(config, {'acol_fusion': 'logits'}), 3)
+    model = network.create_model(inference.model_fields(config, {'acol_fusion': 'logits'}), 3)
     images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
     _, aux = model.apply(variables, images, train=False)
     np.testing.assert_allclose(aux['class_maps'], 0.5 * (aux['maps_a'] + aux['maps_b']),

@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from excam_jax import checkpoints
-from excam_jax import config_checks
-from excam_jax import parallel
+from excam_jax.training import checkpoints
+from excam_jax import config_schema
+from excam_jax.training import parallel
 from excam_jax import train
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import stages as stages_lib
+from excam_jax.training import steps as steps_lib
 from excam_jax.errors import ConfigError
 from excam_jax.models import acol
 from excam_jax.models import losses
@@ -173,7 +176,7 @@ def _batch(seed, size=8):
 
 
 def _state(model, tx, size=8):
-  state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=size)
+  state = steps_lib.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=size)
   return jax.device_put(state, parallel.replicated(parallel.data_mesh()))
 
 
@@ -195,14 +198,14 @@ class TestTrainStep:
 
   def test_cutmix_step_trains_on_lam_la_plus_1_minus_lam_lb(self):
     model = MeanNet()
-    tx, _ = train.create_optimizer(_optim(), total_steps=10)
+    tx, _ = optim_lib.create_optimizer(_optim(), total_steps=10)
     state, batch = _state(model, tx), _batch(0)
     params, rng = jax.device_get((state.params, state.rng))  # The step donates the state.
-    step = train.make_train_step(_optim(), model, tx, parallel.data_mesh(),
+    step = steps_lib.make_train_step(_optim(), model, tx, parallel.data_mesh(),
                                  augment=augment.from_config(_train_config(augment='cutmix')))
     _, metrics = step(state, batch)
     # The step's key: fold_in(fold_in(state.rng, step 0), AUGMENT_STREAM).
-    key = jax.random.fold_in(jax.random.fold_in(rng, 0), train.AUGMENT_STREAM)
+    key = jax.random.fold_in(jax.random.fold_in(rng, 0), steps_lib.AUGMENT_STREAM)
     mixed, (labels_a, labels_b, lam) = augment.cutmix(key, batch['image'], batch['label'], 1.0, 1.0)
     assert 0 < float(lam) < 1
     logits, _ = model.apply({'params': params}, mixed)
@@ -213,14 +216,14 @@ class TestTrainStep:
     # Single-label data (optim.loss 'softmax'): cross-entropy with CutMix's soft one-hot labels.
     model, optim = MeanNet(), _optim()
     optim.loss = 'softmax'
-    tx, _ = train.create_optimizer(optim, total_steps=10)
+    tx, _ = optim_lib.create_optimizer(optim, total_steps=10)
     state, batch = _state(model, tx), _batch(0)
     batch['label'] = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2, 0, 1]]
     params, rng = jax.device_get((state.params, state.rng))
-    step = train.make_train_step(optim, model, tx, parallel.data_mesh(),
+    step = steps_lib.make_train_step(optim, model, tx, parallel.data_mesh(),
                                  augment=augment.from_config(_train_config(augment='cutmix')))
     _, metrics = step(state, batch)
-    key = jax.random.fold_in(jax.random.fold_in(rng, 0), train.AUGMENT_STREAM)
+    key = jax.random.fold_in(jax.random.fold_in(rng, 0), steps_lib.AUGMENT_STREAM)
     mixed, (labels_a, labels_b, lam) = augment.cutmix(key, batch['image'], batch['label'], 1.0, 1.0)
     assert 0 < float(lam) < 1 and not np.array_equal(labels_a, labels_b)
     z = np.asarray(model.apply({'params': params}, mixed)[0], np.float64)
@@ -231,13 +234,13 @@ class TestTrainStep:
 
   def test_has_step_trains_on_the_hidden_images(self):
     model = MeanNet()
-    tx, _ = train.create_optimizer(_optim(), total_steps=10)
+    tx, _ = optim_lib.create_optimizer(_optim(), total_steps=10)
     state, batch = _state(model, tx), _batch(1)
     params, rng = jax.device_get((state.params, state.rng))  # The step donates the state.
-    step = train.make_train_step(_optim(), model, tx, parallel.data_mesh(), augment=(
+    step = steps_lib.make_train_step(_optim(), model, tx, parallel.data_mesh(), augment=(
         augment.from_config(_train_config(augment='has', has_grid=2, has_drop_rate=0.5))))
     _, metrics = step(state, batch)
-    key = jax.random.fold_in(jax.random.fold_in(rng, 0), train.AUGMENT_STREAM)
+    key = jax.random.fold_in(jax.random.fold_in(rng, 0), steps_lib.AUGMENT_STREAM)
     hidden = augment.hide_patches(key, batch['image'], 2, 0.5)
     logits, _ = model.apply({'params': params}, hidden)
     np.testing.assert_allclose(metrics['bce_loss'], _bce(logits, batch['label']), rtol=1e-5)
@@ -247,10 +250,10 @@ class TestTrainStep:
   @pytest.mark.parametrize('kind', ['has', 'cutmix'])
   def test_traced_once_and_a_function_of_seed_and_step(self, kind, monkeypatch):
     model = MeanNet()
-    tx, _ = train.create_optimizer(_optim(), total_steps=10)
+    tx, _ = optim_lib.create_optimizer(_optim(), total_steps=10)
     chex.clear_trace_counter()  # The count is train_step's, over both parameters.
-    monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, n=1))
-    step = train.make_train_step(_optim(), model, tx, parallel.data_mesh(),
+    monkeypatch.setattr(steps_lib, 'train_step', chex.assert_max_traces(steps_lib.train_step, n=1))
+    step = steps_lib.make_train_step(_optim(), model, tx, parallel.data_mesh(),
                                  augment=augment.from_config(_train_config(augment=kind)))
     runs = []
     for _ in range(2):  # Two runs from the same seed over the same batches.
@@ -271,11 +274,11 @@ class TestTrainStep:
   def test_acol_stages_train_on_augmented_batches(self, kind):
     # Both stages augment; stage b erases for the soft labels' positive classes (both images').
     model = acol.ACoLNet(a=MeanNet(), b=MeanNet())
-    tx, _ = train.create_staged_optimizer(_optim(), stage_steps=2)
+    tx, _ = stages_lib.create_staged_optimizer(_optim(), stage_steps=2)
     state = _state(model, tx)
     aug = augment.from_config(_train_config(augment=kind))
     for stage in acol.STAGES:
-      step = train.make_train_step(_optim(), model, tx, parallel.data_mesh(), stage=stage,
+      step = steps_lib.make_train_step(_optim(), model, tx, parallel.data_mesh(), stage=stage,
                                    augment=aug)
       state, metrics = step(state, _batch(2))
       assert np.isfinite(float(metrics['loss']))
@@ -294,14 +297,14 @@ class TestConfig:
     config = tiny.get_config()
     config.train[field] = value
     with pytest.raises(ConfigError, match=rf'config\.train\.{field}=.* is invalid: {allowed}'):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
   def test_absent_fields_are_the_defaults(self):
     config = tiny.get_config()
-    for field in config_checks.AUGMENT_DEFAULTS:
-      assert config.train[field] == config_checks.AUGMENT_DEFAULTS[field]
+    for field in config_schema.AUGMENT_DEFAULTS:
+      assert config.train[field] == config_schema.AUGMENT_DEFAULTS[field]
       del config.train[field]
-    config_checks.validate(config)
+    config_schema.validate(config)
 
 
 @pytest.mark.parametrize('kind', ['has', 'cutmix'])

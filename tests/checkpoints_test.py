@@ -18,8 +18,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from configs import tiny
-from excam_jax import checkpoints
-from excam_jax import workdir_lock
+from excam_jax.training import checkpoints
+from excam_jax.runtime import workdir_lock
 from excam_jax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,7 +29,7 @@ TRAIN_ARGS = ['--config=configs/tiny.py', '--config.train.num_epochs=2', '--conf
               '--config.train.keep_checkpoints=2', '--config.eval.localization=False']
 KILLED_RUNNER = """
 import sys, time
-from excam_jax import cli
+from excam_jax.runtime import cli
 from excam_jax import main
 from excam_jax.data import pipeline
 

@@ -1,4 +1,4 @@
-"""Tests of excam_jax.cli: native banners filtered from fd 2, config files, one-line failures."""
+"""Tests of excam_jax.runtime.cli: native banners filtered from fd 2, config files, one-line failures."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import cli_util
-from excam_jax import cli
+from excam_jax.runtime import cli
 from excam_jax.errors import UserError
 
 # Banners seen on AVX-512/AMX and AVX2 machines when TensorFlow loads.
@@ -32,7 +32,7 @@ def test_native_noise_recognises_banners_only():
 
 RUNNER = """
 import os, sys
-from excam_jax import cli
+from excam_jax.runtime import cli
 lines = sys.argv[1:]
 try:
   with cli.filtered_native_stderr():
@@ -55,7 +55,7 @@ def test_filtered_native_stderr_replays_everything_but_banners():
 
 def test_tensorflow_loads_without_its_banners():
   """Whatever this CPU makes TensorFlow print, none of the known banners reach stderr."""
-  result = subprocess.run([sys.executable, '-c', 'from excam_jax import cli; '
+  result = subprocess.run([sys.executable, '-c', 'from excam_jax.runtime import cli; '
                            'tf = cli.import_tensorflow(); print(tf.__name__)'],
                           capture_output=True, text=True, env=cli_util.command_env(), check=True)
   assert result.stdout == 'tensorflow\n'
@@ -94,7 +94,7 @@ def test_config_path():
 
 def test_fail_prints_one_line_and_exits_at_once():
   """cli.fail ends the process even when a non-daemon thread would keep it alive."""
-  runner = ('import threading, time\nfrom excam_jax import cli\n'
+  runner = ('import threading, time\nfrom excam_jax.runtime import cli\n'
             'threading.Thread(target=time.sleep, args=(600,)).start()\n'
             'print("partial output", end="")\n'
             'cli.fail("something went\\n wrong", 7)\n')
@@ -107,7 +107,7 @@ def test_fail_prints_one_line_and_exits_at_once():
 
 def test_interrupted_command_exits_130_in_one_line(tmp_path):
   script = tmp_path / 'fake_command.py'
-  script.write_text('from excam_jax import cli\n'
+  script.write_text('from excam_jax.runtime import cli\n'
                     'def main(argv):\n  raise KeyboardInterrupt\n'
                     'cli.run(main)\n')
   result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
@@ -119,7 +119,7 @@ def test_interrupted_command_exits_130_in_one_line(tmp_path):
 
 def test_disk_full_escaping_a_command_is_one_line(tmp_path):
   script = tmp_path / 'fake_command.py'
-  script.write_text('import errno\nfrom excam_jax import cli\n'
+  script.write_text('import errno\nfrom excam_jax.runtime import cli\n'
                     'def main(argv):\n'
                     '  raise OSError(errno.ENOSPC, "No space left on device", "/data/x")\n'
                     'cli.run(main)\n')
@@ -133,10 +133,10 @@ def test_disk_full_escaping_a_command_is_one_line(tmp_path):
 
 def test_a_parts_run_and_its_evaluation_never_load_tensorflow(tmp_path):
   runner = ('import sys\nfrom configs import tiny\nfrom excam_jax import train\n'
-            'from excam_jax.evaluation import runner\n'
+            'from excam_jax import checkpoint_eval\n'
             'config = tiny.get_config()\nconfig.train.num_epochs = 1\n'
             'train.train_and_evaluate(config, sys.argv[1])\n'
-            'runner.evaluate_checkpoint(sys.argv[1], figures=1, workers=0)\n'
+            'checkpoint_eval.evaluate_checkpoint(sys.argv[1], figures=1, workers=0)\n'
             'print("tensorflow loaded:", "tensorflow" in sys.modules)\n')
   result = subprocess.run([sys.executable, '-c', runner, str(tmp_path / 'run')],
                           capture_output=True, text=True, cwd=cli_util.REPO,

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from excam_jax import cli
+from excam_jax.runtime import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,12 +1,16 @@
 """Shared test fixtures."""
 
-import jax
+from excam_jax.runtime import xla
+
+xla.configure()  # As the commands do: the measured CPU flags and the compilation cache.
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from configs import tiny
-from excam_jax import checkpoints
+from excam_jax.training import checkpoints
 from excam_jax.models import network
 
 

@@ -14,7 +14,8 @@ from excam_jax.errors import ConfigError, UserError
 from excam_jax.evaluation import boxes
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import report
-from excam_jax.evaluation import runner
+from excam_jax import checkpoint_eval
+from excam_jax import inference
 from excam_jax.evaluation import sweep
 from excam_jax.evaluation import metrics
 
@@ -189,7 +190,7 @@ def test_jsonable_turns_nan_into_null():
 def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
   """A tiny run's checkpoint is restored with its config and scored on the parts data set."""
   config = write_tiny_checkpoint(tmp_path, 5)
-  out = runner.evaluate_checkpoint(str(tmp_path), figures=2, workers=0)
+  out = checkpoint_eval.evaluate_checkpoint(str(tmp_path), figures=2, workers=0)
   assert out == os.path.join(str(tmp_path), 'eval', '5')
   assert sorted(os.listdir(out)) == ['ap_bars.png', 'boxes.png', 'cams.png', 'metrics.json',
                                      'tables.md']
@@ -207,20 +208,20 @@ def test_restore_and_evaluate_a_checkpoint(tmp_path, write_tiny_checkpoint):
     tables = f.read()
   assert 'parts data set: fraction of body pixels' in tables and '| mean_class_pxap |' in tables
   # The other split goes to its own folder.
-  other = runner.evaluate_checkpoint(str(tmp_path), split='test', figures=0, workers=0)
+  other = checkpoint_eval.evaluate_checkpoint(str(tmp_path), split='test', figures=0, workers=0)
   assert other == os.path.join(out, 'test')
 
 
 def test_model_overrides_change_only_inference_fields():
   config = tiny.get_config()
   del config.model['acol_fusion']  # A checkpoint's config from before the field existed.
-  model = runner.model_fields(config, {'acol_fusion': 'logits'})
+  model = inference.model_fields(config, {'acol_fusion': 'logits'})
   assert model.acol_fusion == 'logits' and 'acol_fusion' not in config.model  # A copy.
-  assert runner.model_fields(config, {'acol_fusion': None}).get('acol_fusion') is None
+  assert inference.model_fields(config, {'acol_fusion': None}).get('acol_fusion') is None
   with pytest.raises(ConfigError, match="config.model.acol_fusion='max' is invalid"):
-    runner.model_fields(config, {'acol_fusion': 'max'})
+    inference.model_fields(config, {'acol_fusion': 'max'})
   with pytest.raises(UserError, match='model.num_maps cannot change at evaluation'):
-    runner.model_fields(config, {'num_maps': 2})
+    inference.model_fields(config, {'num_maps': 2})
 
 
 def test_cams_are_drawn_on_their_own_scale(tmp_path, monkeypatch):
@@ -234,7 +235,7 @@ def test_cams_are_drawn_on_their_own_scale(tmp_path, monkeypatch):
   for heat, low, high in ((visualize.heat_fn({'head': 'acol'}), 0.0, 1.0),
                           (visualize.sigmoid, 1 / (1 + np.exp(0.5)), 1 / (1 + np.exp(-0.5)))):
     drawn.clear()
-    runner.write_figures(str(tmp_path), examples, ['a'], {'localization_ap': [1.0]}, 'parts',
+    checkpoint_eval.write_figures(str(tmp_path), examples, ['a'], {'localization_ap': [1.0]}, 'parts',
                          0.0, heat=heat)
     assert len(drawn) == 1 and drawn[0].shape == (8, 8)
     assert drawn[0].min() == pytest.approx(low) and drawn[0].max() == pytest.approx(high)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import synthetic
-from excam_jax import xla_setup
+from excam_jax.runtime import xla
 from excam_jax.models import fastconv
 from excam_jax.models import losses
 from excam_jax.models import network
@@ -175,41 +175,41 @@ print(len(jax.tree.leaves(out['xla'][1])), loss, grad)
 
 
 def test_default_flags_only_where_they_help():
-  assert xla_setup.default_cpu_flags({'avx2', 'fma'}) == [xla_setup.YNN_FLAG]
-  assert xla_setup.default_cpu_flags({'avx2', 'avx512f'}) == []
-  assert xla_setup.default_cpu_flags(set()) == []
+  assert xla.default_cpu_flags({'avx2', 'fma'}) == [xla.YNN_FLAG]
+  assert xla.default_cpu_flags({'avx2', 'avx512f'}) == []
+  assert xla.default_cpu_flags(set()) == []
 
 
 def test_apply_default_flags_respects_the_user(monkeypatch):
-  monkeypatch.setattr(xla_setup, '_backends_started', lambda: False)
+  monkeypatch.setattr(xla, '_backends_started', lambda: False)
   env = {'XLA_FLAGS': '--xla_cpu_enable_fast_math=false'}
-  assert xla_setup.apply_default_flags(env, {'avx2'}) == [xla_setup.YNN_FLAG]
-  assert env['XLA_FLAGS'] == f'--xla_cpu_enable_fast_math=false {xla_setup.YNN_FLAG}'
-  assert xla_setup.apply_default_flags(env, {'avx2'}) == []  # Already there: not repeated.
+  assert xla.apply_default_flags(env, {'avx2'}) == [xla.YNN_FLAG]
+  assert env['XLA_FLAGS'] == f'--xla_cpu_enable_fast_math=false {xla.YNN_FLAG}'
+  assert xla.apply_default_flags(env, {'avx2'}) == []  # Already there: not repeated.
   mine = {'XLA_FLAGS': '--xla_cpu_experimental_ynn_fusion_type=+individual_convolution'}
-  assert xla_setup.apply_default_flags(mine, {'avx2'}) == []
+  assert xla.apply_default_flags(mine, {'avx2'}) == []
   assert mine['XLA_FLAGS'] == '--xla_cpu_experimental_ynn_fusion_type=+individual_convolution'
   off = {'EXCAM_XLA_DEFAULTS': '0'}
-  assert xla_setup.apply_default_flags(off, {'avx2'}) == [] and 'XLA_FLAGS' not in off
-  monkeypatch.setattr(xla_setup, '_backends_started', lambda: True)  # Too late: XLA has read it.
+  assert xla.apply_default_flags(off, {'avx2'}) == [] and 'XLA_FLAGS' not in off
+  monkeypatch.setattr(xla, '_backends_started', lambda: True)  # Too late: XLA has read it.
   late = {}
-  assert xla_setup.apply_default_flags(late, {'avx2'}) == [] and 'XLA_FLAGS' not in late
+  assert xla.apply_default_flags(late, {'avx2'}) == [] and 'XLA_FLAGS' not in late
 
 
 def test_cache_dir_precedence(tmp_path):
-  assert xla_setup.cache_dir({'EXCAM_CACHE_DIR': str(tmp_path)}) == str(tmp_path)
-  assert xla_setup.cache_dir({'EXCAM_CACHE_DIR': 'off'}) is None
-  assert xla_setup.cache_dir({'XDG_CACHE_HOME': str(tmp_path)}) == str(
+  assert xla.cache_dir({'EXCAM_CACHE_DIR': str(tmp_path)}) == str(tmp_path)
+  assert xla.cache_dir({'EXCAM_CACHE_DIR': 'off'}) is None
+  assert xla.cache_dir({'XDG_CACHE_HOME': str(tmp_path)}) == str(
       tmp_path / 'excam_jax' / 'xla')
-  assert xla_setup.cache_dir({}).endswith(os.path.join('.cache', 'excam_jax', 'xla'))
+  assert xla.cache_dir({}).endswith(os.path.join('.cache', 'excam_jax', 'xla'))
 
 
 def test_compilation_cache_is_used_and_an_unwritable_one_is_skipped(tmp_path):
   code = '''
 import os, sys, jax, jax.numpy as jnp
-from excam_jax import xla_setup
-print(xla_setup.enable_compilation_cache({'EXCAM_CACHE_DIR': '/dev/null/cache'}))
-folder = xla_setup.enable_compilation_cache({'EXCAM_CACHE_DIR': sys.argv[1]})
+from excam_jax.runtime import xla
+print(xla.enable_compilation_cache({'EXCAM_CACHE_DIR': '/dev/null/cache'}))
+folder = xla.enable_compilation_cache({'EXCAM_CACHE_DIR': sys.argv[1]})
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
 jax.jit(lambda x: jnp.sin(x) * 2)(jnp.ones(3)).block_until_ready()
 print(folder, jax.config.jax_compilation_cache_dir, len(os.listdir(folder)) > 0)
@@ -221,3 +221,29 @@ print(folder, jax.config.jax_compilation_cache_dir, len(os.listdir(folder)) > 0)
   lines = out.stdout.split('\n')
   assert lines[0] == 'None'
   assert lines[1] == f'{tmp_path / "cache"} {tmp_path / "cache"} True'
+
+
+def test_importing_the_package_configures_nothing():
+  code = ('import os\nimport excam_jax, excam_jax.train, excam_jax.inference\n'
+          'import jax\nprint(os.environ.get("XLA_FLAGS"), jax.config.jax_compilation_cache_dir)')
+  env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'JAX_COMPILATION_CACHE_DIR')}
+  out = subprocess.run([sys.executable, '-c', code], env=dict(env, JAX_PLATFORMS='cpu'),
+                       capture_output=True, text=True, check=True, timeout=120)
+  assert out.stdout.split() == ['None', 'None']
+
+
+def test_configure_is_the_flags_then_the_cache(monkeypatch):
+  monkeypatch.setattr(xla, '_backends_started', lambda: False)
+  env = {'EXCAM_CACHE_DIR': 'off'}
+  assert xla.configure(env) == (xla.default_cpu_flags(), None)
+  assert env.get('XLA_FLAGS', '') == ' '.join(xla.default_cpu_flags())
+
+
+def test_configure_sets_the_cache_without_importing_jax(tmp_path):
+  code = ('import sys\nfrom excam_jax.runtime import xla\nprint(xla.configure()[1])\n'
+          'print("jax" in sys.modules)\nimport jax\nprint(jax.config.jax_compilation_cache_dir)')
+  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  out = subprocess.run([sys.executable, '-c', code],
+                       env=dict(env, JAX_PLATFORMS='cpu', EXCAM_CACHE_DIR=str(tmp_path)),
+                       capture_output=True, text=True, check=True, timeout=120)
+  assert out.stdout.split() == [str(tmp_path), 'False', str(tmp_path)]

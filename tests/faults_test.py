@@ -20,10 +20,10 @@ import pytest
 
 import cli_util
 from configs import tiny
-from excam_jax import checkpoints
-from excam_jax import cli
-from excam_jax import train
-from excam_jax import workdir_lock
+from excam_jax.training import checkpoints
+from excam_jax.runtime import cli
+from excam_jax.training import monitor
+from excam_jax.runtime import workdir_lock
 from excam_jax.errors import UserError
 
 ARGS = ['--config=configs/tiny.py', '--config.train.num_epochs=3', '--config.train.eval_every_steps=100',
@@ -235,7 +235,7 @@ class TestWorkdirLock:
     lock = workdir_lock.WorkdirLock(str(tmp_path)).acquire()
     with open(tmp_path / workdir_lock.LOCK_FILE) as f:
       assert f.read().startswith(f'process {os.getpid()} on ')
-    runner = ('import sys; from excam_jax import workdir_lock\n'
+    runner = ('import sys; from excam_jax.runtime import workdir_lock\n'
               'try:\n  workdir_lock.WorkdirLock(sys.argv[1]).acquire()\n'
               'except Exception as e:\n  print(e)\n')
     other = subprocess.run([sys.executable, '-c', runner, str(tmp_path)], capture_output=True,
@@ -254,7 +254,7 @@ class TestWorkdirLock:
 class TestNonFinite:
 
   def test_non_finite_parameters_stop_before_a_save(self):
-    log = train._Logger.__new__(train._Logger)  # pylint: disable=protected-access
+    log = monitor.Monitor.__new__(monitor.Monitor)  # pylint: disable=protected-access
     log.window, log.window_start = [], 4
     log.step = lambda m: log.window.append(m)
     log.step({'loss': jnp.array(0.5), 'grad_norm': jnp.array(1.0),
@@ -264,9 +264,9 @@ class TestNonFinite:
       def latest_step(self):
         return 4
 
-    with pytest.raises(train.NonFiniteLoss, match=r'the param_norm became non-finite between '
+    with pytest.raises(monitor.NonFiniteLoss, match=r'the param_norm became non-finite between '
                                                   r'steps 5 and 5.*checkpoint \(step 4\) is kept'):
-      train._Logger.flush(log, 5, Ckpt())  # pylint: disable=protected-access
+      monitor.Monitor.flush(log, 5, Ckpt())  # pylint: disable=protected-access
 
 
 def test_describe_os_error():

@@ -15,8 +15,9 @@ import pytest
 from PIL import Image, ImageFile, features
 
 import cli_util
-from excam_jax import cli
+from excam_jax.runtime import cli
 from excam_jax import localize
+from excam_jax.data import image_files
 from excam_jax.data import image_ops
 from excam_jax.errors import UserError
 
@@ -113,14 +114,14 @@ class TestLoadImage:
     rgba = np.zeros((3, 5, 4), np.uint8)
     rgba[..., 0], rgba[..., 3] = 200, 0  # Fully transparent red: alpha is dropped.
     Image.fromarray(rgba, 'RGBA').save(tmp_path / 'a.png')
-    gray = localize.load_image(tmp_path / 'g.png')
+    gray = image_files.load_image(tmp_path / 'g.png')
     assert gray.shape == (3, 5, 3) and np.all(gray == 7)
-    np.testing.assert_array_equal(localize.load_image(tmp_path / 'a.png')[0, 0], [200, 0, 0])
+    np.testing.assert_array_equal(image_files.load_image(tmp_path / 'a.png')[0, 0], [200, 0, 0])
 
   def test_sixteen_bit(self, tmp_path):
     data = np.array([[0, 257, 65535]], np.uint16)
     Image.fromarray(data).save(tmp_path / 'd.png')
-    got = localize.load_image(tmp_path / 'd.png')
+    got = image_files.load_image(tmp_path / 'd.png')
     np.testing.assert_array_equal(got[..., 0], [[0, 1, 255]])
     assert got.dtype == np.uint8
 
@@ -130,7 +131,7 @@ class TestLoadImage:
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display.
     Image.fromarray(image).save(tmp_path / 'r.jpg', exif=exif, quality=100)
-    got = localize.load_image(tmp_path / 'r.jpg')
+    got = image_files.load_image(tmp_path / 'r.jpg')
     assert got.shape == (20, 10, 3)
     assert got[0, -1].mean() > 200  # The marker moved to the top-right corner.
 
@@ -145,7 +146,7 @@ class TestLoadImage:
         img.getexif()
       assert caught, 'the file should make Pillow warn'
       del caught[:]
-      got = localize.load_image(tmp_path / 'e.jpg')
+      got = image_files.load_image(tmp_path / 'e.jpg')
     assert got.shape == (3, 4, 3) and not caught  # Read, and no warning reaches the user.
 
   @pytest.mark.parametrize('name, write, mode, rgb, shape', _FORMATS,
@@ -155,7 +156,7 @@ class TestLoadImage:
     write(path)
     with Image.open(path) as img:
       assert img.mode == mode  # The file really is of that mode.
-    got = localize.load_image(path)
+    got = image_files.load_image(path)
     assert got.dtype == np.uint8 and got.shape == (*shape, 3)
     np.testing.assert_allclose(got[0, 0], rgb, atol=2 if name.endswith('.jpg') else 0)
 
@@ -186,8 +187,8 @@ class TestLoadImage:
 
     def read():
       try:
-        localize.load_image(path)
-      except localize.UnreadableImage as err:
+        image_files.load_image(path)
+      except image_files.UnreadableImage as err:
         outcome.append(err)
 
     reader = threading.Thread(target=read, daemon=True)  # A hang fails the test, not the suite.
@@ -206,8 +207,8 @@ class TestLoadImage:
     start = time.monotonic()
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always')
-      with pytest.raises(localize.UnreadableImage) as refused:
-        localize.load_image(huge_png)
+      with pytest.raises(image_files.UnreadableImage) as refused:
+        image_files.load_image(huge_png)
     assert time.monotonic() - start < 5
     message = str(refused.value)
     assert f'{HUGE} x {HUGE} = 400,000,000 pixels' in message, message
@@ -220,10 +221,10 @@ class TestLoadImage:
     Image.new('RGB', (10, 10)).save(tmp_path / 'at.png')
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always')
-      with pytest.raises(localize.UnreadableImage, match='15 x 10 = 150 pixels, over the limit '
+      with pytest.raises(image_files.UnreadableImage, match='15 x 10 = 150 pixels, over the limit '
                          'of 100 pixels'):
-        localize.load_image(tmp_path / 'over.png')
-      assert localize.load_image(tmp_path / 'at.png').shape == (10, 10, 3)
+        image_files.load_image(tmp_path / 'over.png')
+      assert image_files.load_image(tmp_path / 'at.png').shape == (10, 10, 3)
     assert not caught
     assert Image.MAX_IMAGE_PIXELS == 100  # The limit is the user's again.
 
@@ -239,7 +240,7 @@ def test_collect_files(tmp_path, info_lines):
   (photos / 'sub').mkdir()
   (other / 'z.png').write_bytes(b'x')
   (other / 'readme.md').write_bytes(b'x')
-  got = localize.collect_files([str(photos), 'x.png', str(other), 'x.png'])
+  got = image_files.collect_files([str(photos), 'x.png', str(other), 'x.png'])
   images = ['a.jpg', 'b.PNG', 'c.TIFF', 'd.webp', 'e.gif', 'f.bmp', 'g.jpeg', 'h.tif']
   assert got == [str(photos / n) for n in images] + ['x.png', str(other / 'z.png')]
   assert info_lines == [
@@ -433,11 +434,11 @@ def test_webp_is_read_or_named_never_skipped(tmp_path, monkeypatch, capsys, info
   path.parent.mkdir()
   if features.check('webp'):
     Image.new('RGB', (3, 2), (1, 2, 3)).save(path, lossless=True)
-    assert localize.load_image(path).shape == (2, 3, 3)
+    assert image_files.load_image(path).shape == (2, 3, 3)
   else:
     path.write_bytes(b'RIFF\x0c\x00\x00\x00WEBPVP8L\x00\x00\x00\x00')
   monkeypatch.delitem(Image.OPEN, 'WEBP', raising=False)  # A Pillow built without libwebp.
-  files = localize.collect_files([str(path.parent)])
+  files = image_files.collect_files([str(path.parent)])
   assert files == [str(path)] and not info_lines
   assert localize.localize_files(_fake_predict, files, ['a', 'b'], 8, str(tmp_path / 'o')) == 1
   assert _error_lines(capsys.readouterr().err) == [

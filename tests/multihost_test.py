@@ -16,8 +16,9 @@ import jax
 import numpy as np
 
 from configs import tiny
-from excam_jax import parallel
-from excam_jax import train
+from excam_jax.training import parallel
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import steps as steps_lib
 from train_test import PooledNet, step_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ import sys
 import jax, numpy as np
 from configs import tiny
 from multihost_test import local_slices, run_steps
-from excam_jax import parallel
+from excam_jax.training import parallel
 
 config = tiny.get_config()
 config.train.distributed.update({'enabled': True, 'coordinator_address': sys.argv[1],
@@ -47,7 +48,7 @@ def global_batches(config, path):
   arrays = {}
   for i in range(STEPS):
     batch = next(batches)
-    arrays.update({f'{key}_{i}': batch[key] for key in train.TRAIN_KEYS})
+    arrays.update({f'{key}_{i}': batch[key] for key in steps_lib.TRAIN_KEYS})
   np.savez(path, **arrays)
 
 
@@ -55,7 +56,7 @@ def local_slices(path, process_index, process_count):
   """This process's rows of each saved global batch: the contiguous slice in process order."""
   data = np.load(path)
   for i in range(STEPS):
-    batch = {key: data[f'{key}_{i}'] for key in train.TRAIN_KEYS}
+    batch = {key: data[f'{key}_{i}'] for key in steps_lib.TRAIN_KEYS}
     rows = len(batch['mask']) // process_count
     yield {k: v[process_index * rows:(process_index + 1) * rows] for k, v in batch.items()}
 
@@ -64,12 +65,12 @@ def run_steps(config, local_batches):
   """STEPS training steps on the global mesh; returns the losses and the final parameters."""
   model = PooledNet(num_classes=config.data.parts.num_classes, dropout=0.5)
   step_cfg = step_config()
-  tx, _ = train.create_optimizer(step_cfg, total_steps=10)
+  tx, _ = optim_lib.create_optimizer(step_cfg, total_steps=10)
   mesh = parallel.data_mesh()
-  step = train.make_train_step(step_cfg, model, tx, mesh)
-  state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
+  step = steps_lib.make_train_step(step_cfg, model, tx, mesh)
+  state = steps_lib.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
   state = jax.device_put(state, parallel.replicated(mesh))
-  batches = parallel.prefetch(local_batches, parallel.batch_sharded(mesh), train.TRAIN_KEYS)
+  batches = parallel.prefetch(local_batches, parallel.batch_sharded(mesh), steps_lib.TRAIN_KEYS)
   losses = []
   for batch in batches:
     assert batch['image'].shape[0] == config.train.batch_size  # The global batch, whatever the split.
@@ -118,5 +119,5 @@ def test_pipeline_gives_each_process_its_contiguous_slice():
   halves = [next(pipeline.train_batches(config, start_step=1, process_index=i, process_count=2))
             for i in range(2)]
   assert halves[0]['image'].shape[0] == config.train.batch_size // 2
-  for key in train.TRAIN_KEYS:
+  for key in steps_lib.TRAIN_KEYS:
     np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])

@@ -13,13 +13,14 @@ from configs import synthetic
 from configs import tiny
 from configs import voc07
 from configs import voc12
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.errors import ConfigError
+from excam_jax.models import adl
+from excam_jax.models import cam
 from excam_jax.models import excam
 from excam_jax.models import losses
 from excam_jax.models import network
 from excam_jax.models import resnet
-from excam_jax.models import variants
 from excam_jax.models import wildcat
 
 
@@ -79,8 +80,8 @@ def test_trunk_output_feeds_head_with_right_width():
 @pytest.mark.parametrize('head, head_type, transform_type', [
     ('excam', wildcat.WildcatHead, excam.SequentialDropout),
     ('wildcat', wildcat.WildcatHead, type(None)),
-    ('adl', wildcat.WildcatHead, variants.AttentionDropout),
-    ('cam', variants.CAMHead, None)])
+    ('adl', wildcat.WildcatHead, adl.AttentionDropout),
+    ('cam', cam.CAMHead, None)])
 def test_create_model_builds_head_and_transform(head, head_type, transform_type):
   assert head in network.HEADS
   config = small_config(head)
@@ -91,7 +92,7 @@ def test_create_model_builds_head_and_transform(head, head_type, transform_type)
   model = network.create_model(config.model, num_classes=4)
   assert type(model.head) is head_type and model.head.num_classes == 4
   assert model.trunk.depth == 18 and model.trunk.width == 8
-  if head_type is variants.CAMHead:
+  if head_type is cam.CAMHead:
     return
   h = model.head
   assert (h.num_maps, h.kmax, h.kmin, h.alpha) == (5, 3, 0.5, 0.4)
@@ -111,7 +112,7 @@ def test_class_pooling_reaches_every_wildcat_family_head(head):
   heads = [model.a.head, model.b.head] if head == 'acol' else [model.head]
   assert [h.class_pooling for h in heads] == ['mean'] * len(heads)  # The default.
   config.model.class_pooling = 'max'
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)
   model = network.create_model(config.model, num_classes=3)
   heads = [model.a.head, model.b.head] if head == 'acol' else [model.head]
   assert [h.class_pooling for h in heads] == ['max'] * len(heads)
@@ -127,7 +128,7 @@ def test_class_pooling_reaches_every_wildcat_family_head(head):
 def test_configs_without_class_pooling_mean_the_class_wise_mean():
   config = small_config('wildcat')
   del config.model['class_pooling']  # A config saved before the field existed.
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)
   assert network.create_model(config.model, num_classes=3).head.class_pooling == 'mean'
 
 
@@ -135,12 +136,12 @@ def test_class_wise_max_is_refused_for_cam():
   config = small_config('cam')
   config.model.class_pooling = 'max'
   with pytest.raises(ConfigError, match="config.model.class_pooling='max'.*'mean' with a CAM"):
-    config_checks.validate_model(config)
+    config_schema.validate_model(config)
   with pytest.raises(ValueError, match="class_pooling must be 'mean' with a CAM head"):
     network.create_model(config.model, num_classes=3)
   config.model.head, config.model.acol_head = 'acol', 'cam'  # ACoL of two CAM classifiers.
   with pytest.raises(ConfigError, match="config.model.class_pooling='max'.*'mean' with a CAM"):
-    config_checks.validate_model(config)
+    config_schema.validate_model(config)
 
 
 def test_create_model_rejects_unknown_head():
@@ -201,21 +202,21 @@ def _drop_or_importance(out):
 
 
 def test_adl_training_applies_drop_or_importance_map():
-  seen = {_drop_or_importance(variants.adl_per_map(ADL_MAPS, jax.random.key(seed), True,
+  seen = {_drop_or_importance(adl.adl_per_map(ADL_MAPS, jax.random.key(seed), True,
                                                    gamma=0.9, drop_rate=0.75))
           for seed in range(20)}
   assert seen == {'drop', 'importance'}
 
 
 def test_attention_dropout_is_identity_at_eval_without_rng():
-  module = variants.AttentionDropout(gamma=0.9, drop_rate=1.0)
+  module = adl.AttentionDropout(gamma=0.9, drop_rate=1.0)
   assert not module.init(jax.random.key(0), ADL_MAPS)  # No parameters.
   np.testing.assert_array_equal(module.apply({}, ADL_MAPS), ADL_MAPS)
   np.testing.assert_array_equal(module.apply({}, ADL_MAPS, train=False), ADL_MAPS)
 
 
 def test_attention_dropout_draws_from_the_dropout_rng_in_training():
-  module = variants.AttentionDropout(gamma=0.9, drop_rate=0.75)
+  module = adl.AttentionDropout(gamma=0.9, drop_rate=0.75)
   with pytest.raises(flax_errors.InvalidRngError, match='dropout'):
     module.apply({}, ADL_MAPS, train=True)
   seen = set()
@@ -227,9 +228,9 @@ def test_attention_dropout_draws_from_the_dropout_rng_in_training():
   assert seen == {'drop', 'importance'}
   # drop_rate 1 and 0 always pick the drop mask and the importance map.
   key = {'dropout': jax.random.key(0)}
-  np.testing.assert_array_equal(variants.AttentionDropout(0.9, 1.0).apply(
+  np.testing.assert_array_equal(adl.AttentionDropout(0.9, 1.0).apply(
       {}, ADL_MAPS, train=True, rngs=key).ravel(), ADL_DROP)
-  np.testing.assert_allclose(variants.AttentionDropout(0.9, 0.0).apply(
+  np.testing.assert_allclose(adl.AttentionDropout(0.9, 0.0).apply(
       {}, ADL_MAPS, train=True, rngs=key).ravel(), ADL_IMPORTANCE, rtol=1e-6)
 
 
@@ -244,7 +245,7 @@ def test_cam_maps_average_to_logits_minus_bias():
 @pytest.mark.parametrize('module', [voc12, voc07, synthetic, tiny, cub, ilsvrc, openimages])
 def test_shipped_configs_are_valid(module):
   config = module.get_config()
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)
   assert config.model.num_maps >= 1
 
 
@@ -261,8 +262,8 @@ def test_voc_configs_follow_spec_defaults():
 
 
 def test_config_checks_know_the_trunks():
-  assert config_checks.DEPTHS == tuple(sorted(resnet.STAGES))
-  assert config_checks.OUTPUT_STRIDES == resnet.OUTPUT_STRIDES
+  assert config_schema.DEPTHS == tuple(sorted(resnet.STAGES))
+  assert config_schema.OUTPUT_STRIDES == resnet.OUTPUT_STRIDES
 
 
 @pytest.mark.parametrize('field, value', [
@@ -276,27 +277,27 @@ def test_invalid_values_name_the_field(field, value):
   section, name = field.split('.')
   config[section][name] = value
   with pytest.raises(ConfigError, match=f'config.{field}='):
-    config_checks.validate_model(config)
+    config_schema.validate_model(config)
 
 
 def test_diversity_loss_needs_per_class_maps():
   config = voc12.get_config()
   config.optim.diversity_loss = 'cosine'
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)
   config.model.head = 'cam'
   with pytest.raises(ConfigError, match="config.optim.diversity_loss='cosine'.*a CAM head"):
-    config_checks.validate_model(config)
+    config_schema.validate_model(config)
   config.model.head, config.model.acol_head = 'acol', 'cam'  # ACoL of two CAM classifiers.
   with pytest.raises(ConfigError, match="config.optim.diversity_loss='cosine'.*a CAM head"):
-    config_checks.validate_model(config)
+    config_schema.validate_model(config)
   config.model.acol_head = 'excam'
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)
 
 
 def test_kmax_count_limit_follows_map_size():
   config = voc12.get_config()
   config.model.kmax = 49
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)
   config.data.image_size = 448  # 14 x 14 = 196 cells.
   config.model.kmax = 196
-  config_checks.validate_model(config)
+  config_schema.validate_model(config)

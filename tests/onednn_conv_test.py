@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from excam_jax import parallel
-from excam_jax import train
+from excam_jax.training import parallel
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import steps as steps_lib
 from excam_jax.models import fastconv
 from excam_jax.models import losses
 from excam_jax.models import network
@@ -222,10 +223,10 @@ def test_train_steps_match_xla_and_call_onednn():
   for impl in ('xla', 'onednn'):
     config.model.conv_impl = impl
     model = network.create_model(config.model, 3)
-    tx, _ = train.create_optimizer(config.optim, total_steps=10)
-    state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=32)
+    tx, _ = optim_lib.create_optimizer(config.optim, total_steps=10)
+    state = steps_lib.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=32)
     state = jax.device_put(state, parallel.replicated(mesh))
-    step = train.make_train_step(config.optim, model, tx, mesh)
+    step = steps_lib.make_train_step(config.optim, model, tx, mesh)
     if impl == 'onednn':
       hlo = step.lower(state, batches[0]).as_text()
       assert 'excam_onednn_conv_backward_weights' in hlo

@@ -26,9 +26,9 @@ SCRIPTS = {
 }
 # Files a built wheel must hold: the package, its subpackages, the configs package and the
 # oneDNN extension's source (compiled on first use).
-WHEEL_FILES = ('excam_jax/cli.py', 'excam_jax/models/resnet.py', 'excam_jax/data/prepare.py',
+WHEEL_FILES = ('excam_jax/runtime/cli.py', 'excam_jax/models/resnet.py', 'excam_jax/data/prepare.py',
                'excam_jax/evaluation/evaluator.py', 'configs/__init__.py', 'configs/voc12.py',
-               'excam_jax/models/onednn_conv.cc')
+               'excam_jax/models/onednn_conv.cc', 'experiments/study.py', 'experiments/grids.py')
 
 
 def _pyproject():
@@ -76,7 +76,7 @@ def test_wheel_holds_the_packages_and_the_commands(tmp_path):
   # Built from a copy: a build in the checkout would leave build/ there (and reuse stale files).
   source = tmp_path / 'src'
   ignore = shutil.ignore_patterns('__pycache__', '*.pyc', '*.egg-info')
-  for name in ('excam_jax', 'configs'):
+  for name in ('excam_jax', 'configs', 'experiments'):
     shutil.copytree(os.path.join(REPO, name), source / name, ignore=ignore)
   for name in ('pyproject.toml', 'requirements.txt'):
     shutil.copy(os.path.join(REPO, name), source / name)
@@ -93,7 +93,8 @@ def test_wheel_holds_the_packages_and_the_commands(tmp_path):
     names = set(wheel.namelist())
     for path in WHEEL_FILES:
       assert path in names, path
-    assert not any(n.startswith(('tests/', 'experiments/', 'docs/')) for n in names)
+    assert not any(n.startswith(('tests/', 'docs/')) for n in names)
+    assert not any(n.startswith('experiments/results/') for n in names)  # Only the code ships.
     entry_points = configparser.ConfigParser()
     entry_points.read_string(wheel.read('excam_jax-0.2.0.dist-info/entry_points.txt').decode())
     metadata = wheel.read('excam_jax-0.2.0.dist-info/METADATA').decode()

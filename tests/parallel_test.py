@@ -16,18 +16,21 @@ SCRIPT = """
 import sys
 import jax, numpy as np
 from jax.sharding import Mesh
-from excam_jax import parallel, train
+from excam_jax.training import parallel
+from excam_jax import train
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import steps as steps_lib
 from train_test import PooledNet, random_batch, step_config
 
 assert jax.device_count() == 8
 model = PooledNet(dropout=0.5)  # Dropout: the step's keys must not depend on the sharding.
 config = step_config()
-tx, _ = train.create_optimizer(config, total_steps=10)
+tx, _ = optim_lib.create_optimizer(config, total_steps=10)
 out = {}
 for devices in (jax.devices()[:1], jax.devices()):
   mesh = Mesh(np.asarray(devices), ('data',))
-  step = train.make_train_step(config, model, tx, mesh)
-  state = train.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
+  step = steps_lib.make_train_step(config, model, tx, mesh)
+  state = steps_lib.create_state(jax.random.PRNGKey(0), model=model, tx=tx, image_size=4)
   state = jax.device_put(state, parallel.replicated(mesh))
   losses = []
   for i in range(3):

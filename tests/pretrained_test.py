@@ -6,7 +6,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from safetensors.numpy import save_file
 
-from excam_jax import pretrained
+from excam_jax.training import pretrained
 from excam_jax.errors import UserError
 from excam_jax.models import resnet
 

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from excam_jax import config_checks
-from excam_jax import parallel
-from excam_jax import train
+from excam_jax import config_schema
+from excam_jax.training import parallel
+from excam_jax.training import monitor
+from excam_jax.training import optim as optim_lib
+from excam_jax.training import steps as steps_lib
 from excam_jax.errors import ConfigError, UserError
 
 
@@ -55,21 +57,21 @@ def random_batch(seed, batch=8, size=4, classes=3):
 
 def new_state(model, tx, seed=0):
   """A fresh state, replicated over the mesh as the trainer makes it (its steps return it so)."""
-  state = train.create_state(jax.random.PRNGKey(seed), model=model, tx=tx, image_size=4)
+  state = steps_lib.create_state(jax.random.PRNGKey(seed), model=model, tx=tx, image_size=4)
   return jax.device_put(state, parallel.replicated(parallel.data_mesh()))
 
 
 class TestLearningRateSchedule:
 
   def test_constant_with_warmup(self):
-    schedule = train.learning_rate_schedule(step_config(warmup_steps=4), 0.1, 20)
+    schedule = optim_lib.learning_rate_schedule(step_config(warmup_steps=4), 0.1, 20)
     np.testing.assert_allclose([schedule(s) for s in (0, 2, 4, 19)], [0, 0.05, 0.1, 0.1],
                                rtol=1e-6)
 
   def test_cosine_with_and_without_warmup(self):
-    schedule = train.learning_rate_schedule(step_config(schedule='cosine'), 0.1, 10)
+    schedule = optim_lib.learning_rate_schedule(step_config(schedule='cosine'), 0.1, 10)
     np.testing.assert_allclose([schedule(s) for s in (0, 5, 10)], [0.1, 0.05, 0.0], atol=1e-7)
-    schedule = train.learning_rate_schedule(
+    schedule = optim_lib.learning_rate_schedule(
         step_config(schedule='cosine', warmup_steps=2), 0.1, 10)
     # Warm-up to 0.1 at step 2, then half a cosine over the 8 remaining steps.
     np.testing.assert_allclose([schedule(s) for s in (1, 2, 6)],
@@ -82,10 +84,10 @@ class TestStepSchedule:
     # 10 steps an epoch, x0.1 from epoch 15 (1-based; their adjust_learning_rate before each
     # epoch): steps 0-139 are epochs 1-14, step 140 starts epoch 15, 290 epoch 30, 440 epoch 45.
     optim = step_config(schedule='step', decay_every_epochs=15)
-    schedule = train.learning_rate_schedule(optim, 0.2, 500, steps_per_epoch=10)
+    schedule = optim_lib.learning_rate_schedule(optim, 0.2, 500, steps_per_epoch=10)
     np.testing.assert_allclose([schedule(s) for s in (0, 139, 140, 289, 290, 439, 440)],
                                [0.2, 0.2, 0.02, 0.02, 0.002, 0.002, 0.0002], rtol=1e-6)
-    schedule = train.learning_rate_schedule(step_config(schedule='step', decay_every_epochs=3),
+    schedule = optim_lib.learning_rate_schedule(step_config(schedule='step', decay_every_epochs=3),
                                             1.0, 100, steps_per_epoch=4)
     np.testing.assert_allclose([schedule(s) for s in (7, 8, 19, 20)], [1, 0.1, 0.1, 0.01],
                                rtol=1e-6)  # Epochs 2, 3, 5, 6.
@@ -95,7 +97,7 @@ class TestOptimizer:
 
   def test_pytorch_sgd_with_trunk_and_head_rates(self):
     config = step_config()
-    tx, _ = train.create_optimizer(config, total_steps=10)
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
     params = {'trunk': {'w': jnp.array([1.0, -2.0])}, 'head': {'b': jnp.array([3.0])}}
     grads = [{'trunk': {'w': jnp.array([0.5, 0.1])}, 'head': {'b': jnp.array([-1.0])}},
              {'trunk': {'w': jnp.array([-0.2, 0.3])}, 'head': {'b': jnp.array([2.0])}}]
@@ -115,7 +117,7 @@ class TestOptimizer:
 
   def test_nesterov_sgd_as_pytorch(self):
     config = step_config(nesterov=True)
-    tx, _ = train.create_optimizer(config, total_steps=10)
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
     params = {'trunk': {'w': jnp.array([1.0, -2.0])}}
     grads = [jnp.array([0.5, 0.1]), jnp.array([-0.2, 0.3]), jnp.array([0.4, -0.6])]
     opt_state, p, buf = tx.init(params), np.array([1.0, -2.0]), 0.0
@@ -130,7 +132,7 @@ class TestOptimizer:
   def test_adamw_first_update_by_hand(self):
     # Step 1 of Adam: m_hat = g, v_hat = g^2, so the update is -lr (sign(g) + wd * p) per group.
     config = step_config(optimizer='adamw', momentum=0.9)
-    tx, _ = train.create_optimizer(config, total_steps=10)
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
     params = {'trunk': {'w': jnp.array([1.0, -2.0])}, 'head': {'b': jnp.array([0.5])}}
     grads = {'trunk': {'w': jnp.array([0.1, -0.3])}, 'head': {'b': jnp.array([2.0])}}
     updates, _ = tx.update(grads, tx.init(params), params)
@@ -138,7 +140,7 @@ class TestOptimizer:
     np.testing.assert_allclose(updates['head']['b'], [-0.5 * 1.005], rtol=2e-5)
 
   def test_param_groups(self):
-    groups = train.param_groups({'trunk': {'a': {'k': 0}}, 'head': {'b': 0, 'c': {'d': 0}}})
+    groups = optim_lib.param_groups({'trunk': {'a': {'k': 0}}, 'head': {'b': 0, 'c': {'d': 0}}})
     assert groups == {'trunk': {'a': {'k': 'trunk'}}, 'head': {'b': 'head', 'c': {'d': 'head'}}}
 
   def test_head_rate_stages_train_at_the_heads_rate(self):
@@ -146,14 +148,14 @@ class TestOptimizer:
     params = {'trunk': {'conv1': {'kernel': 0}, 'layer3_5': {'bn1': {'scale': 0}},
                         'layer4_0': {'conv2': {'kernel': 0}}, 'layer4_2': {'bn3': {'bias': 0}}},
               'head': {'classifier': {'kernel': 0}}}
-    groups = train.param_groups(params, head_rate_stages=(4,))
+    groups = optim_lib.param_groups(params, head_rate_stages=(4,))
     assert groups == {'trunk': {'conv1': {'kernel': 'trunk'},
                                 'layer3_5': {'bn1': {'scale': 'trunk'}},
                                 'layer4_0': {'conv2': {'kernel': 'head'}},
                                 'layer4_2': {'bn3': {'bias': 'head'}}},
                       'head': {'classifier': {'kernel': 'head'}}}
-    assert train.param_groups(params, (3, 4))['trunk']['layer3_5']['bn1']['scale'] == 'head'
-    tx, _ = train.create_optimizer(step_config(head_rate_stages=(4,), momentum=0.0,
+    assert optim_lib.param_groups(params, (3, 4))['trunk']['layer3_5']['bn1']['scale'] == 'head'
+    tx, _ = optim_lib.create_optimizer(step_config(head_rate_stages=(4,), momentum=0.0,
                                                weight_decay=0.0), total_steps=10)
     ones = jax.tree.map(lambda _: jnp.ones(()), params)
     updates, _ = tx.update(ones, tx.init(ones), ones)
@@ -166,13 +168,13 @@ class TestTrainStep:
   def test_first_step_matches_hand_computation(self):
     model = PooledNet()
     config = step_config(weight_decay=0.0, momentum=0.0)
-    tx, _ = train.create_optimizer(config, total_steps=10)
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
     state = new_state(model, tx)
     w = np.asarray(state.params['head']['kernel'], np.float64)
     b = np.asarray(state.params['head']['bias'], np.float64)
     batch = random_batch(1)
     batch['mask'][-2:] = 0  # Padding rows count in BatchNorm statistics, not in the loss.
-    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     new, metrics = step(state, batch)
 
     pooled = batch['image'].astype(np.float64).mean(axis=(1, 2))
@@ -201,9 +203,9 @@ class TestTrainStep:
   def test_traced_once_and_state_donated(self, monkeypatch):
     model = PooledNet(dropout=0.5)
     config = step_config()
-    tx, _ = train.create_optimizer(config, total_steps=10)
-    monkeypatch.setattr(train, 'train_step', chex.assert_max_traces(train.train_step, n=1))
-    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+    monkeypatch.setattr(steps_lib, 'train_step', chex.assert_max_traces(steps_lib.train_step, n=1))
+    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     state = new_state(model, tx)
     losses = []
     for i in range(3):
@@ -216,8 +218,8 @@ class TestTrainStep:
   def test_diversity_term_is_added(self):
     model = PooledNet()
     config = step_config(diversity_loss='cosine', diversity_weight=0.25)
-    tx, _ = train.create_optimizer(config, total_steps=10)
-    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     _, metrics = step(new_state(model, tx), random_batch(0))
     # PooledNet's two maps per class are l and -l: their cosine is exactly -1.
     np.testing.assert_allclose(metrics['diversity_loss'], -1.0, rtol=1e-6)
@@ -226,8 +228,8 @@ class TestTrainStep:
   def test_area_term_is_added(self):
     model = PooledNet()
     config = step_config(area_weight=0.5)
-    tx, _ = train.create_optimizer(config, total_steps=10)
-    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     batch = random_batch(0)
     state = new_state(model, tx)
     logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
@@ -242,8 +244,8 @@ class TestTrainStep:
   def test_softmax_loss_by_hand(self):
     model = PooledNet()
     config = step_config(loss='softmax')
-    tx, _ = train.create_optimizer(config, total_steps=10)
-    step = train.make_train_step(config, model, tx, parallel.data_mesh())
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     batch = random_batch(0)
     batch['label'] = np.eye(3, dtype=np.float32)[np.arange(8) % 3]  # One class per image.
     batch['mask'][-1] = 0
@@ -258,10 +260,10 @@ class TestTrainStep:
 
   def test_eval_step_returns_logits_and_class_maps(self):
     model = PooledNet()
-    tx, _ = train.create_optimizer(step_config(), total_steps=10)
+    tx, _ = optim_lib.create_optimizer(step_config(), total_steps=10)
     state = new_state(model, tx)
     variables = {'params': state.params, 'batch_stats': state.batch_stats}
-    logits, maps = train.make_eval_step(model, parallel.data_mesh())(
+    logits, maps = steps_lib.make_eval_step(model, parallel.data_mesh())(
         variables, random_batch(0)['image'])
     assert logits.shape == (8, 3) and maps.shape == (8, 1, 1, 3)
     np.testing.assert_array_equal(maps[:, 0, 0], logits)
@@ -293,16 +295,16 @@ class TestConfigChecks:
     section, name = field.split('.')
     config[section][name] = value
     with pytest.raises(ConfigError, match=message):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
   def test_bad_model_field(self):
     config = tiny.get_config()
     config.model.head = 'gradcam'
     with pytest.raises(ConfigError, match=r'config\.model\.head'):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
   def test_tiny_config_is_valid(self):
-    config_checks.validate(tiny.get_config())
+    config_schema.validate(tiny.get_config())
 
 
 class _FakeCheckpoints:
@@ -315,15 +317,15 @@ class TestLogger:
 
   def test_non_finite_loss_stops_with_the_checkpoint_named(self, tmp_path):
     schedules = {'trunk': lambda s: 0.1, 'head': lambda s: 0.2}
-    log = train._Logger(str(tmp_path), 4, 10, 8, schedules)
+    log = monitor.Monitor(str(tmp_path), 4, 10, 8, schedules)
     log.step({'loss': jnp.array(0.5)})
     log.flush(5, _FakeCheckpoints())
     assert log.train_history[-1][1]['loss'] == 0.5
     assert log.train_history[-1][1]['learning_rate_head'] == 0.2
     log.step({'loss': jnp.array(0.5)})
     log.step({'loss': jnp.array(np.nan)})
-    with pytest.raises(train.NonFiniteLoss,
+    with pytest.raises(monitor.NonFiniteLoss,
                        match=r'between steps 6 and 7.*last good checkpoint \(step 4\) is kept'):
       log.flush(7, _FakeCheckpoints())
-    assert issubclass(train.NonFiniteLoss, UserError)
+    assert issubclass(monitor.NonFiniteLoss, UserError)
     log.close()

@@ -15,8 +15,8 @@ import pytest
 
 import cli_util
 from configs import tiny
-from excam_jax import checkpoints
-from excam_jax import config_checks
+from excam_jax.training import checkpoints
+from excam_jax import config_schema
 from excam_jax.data import image_ops
 from excam_jax.data import pipeline
 from excam_jax.data import wsol
@@ -434,27 +434,27 @@ class TestConfig:
     config.data.wsol.data_root = ''
     with pytest.raises(ConfigError, match=r"config.data.wsol.data_root='' is invalid: allowed a "
                        r"folder laid out as wsolevaluation's: <data_root>/CUB/<image_id>"):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
   def test_mask_root_is_checked_for_openimages_only(self, tree):
     config = tree('wsol/openimages')
-    config_checks.validate(config)
+    config_schema.validate(config)
     config.data.wsol.mask_root = '/nonexistent'
     with pytest.raises(ConfigError, match=r'data.wsol.mask_root=.* <mask_root>/OpenImages/'):
-      config_checks.validate(config)
+      config_schema.validate(config)
     config.data.dataset = 'wsol/ilsvrc'
     with pytest.raises(ConfigError, match=r'data.wsol.data_root=.* <data_root>/ILSVRC/<image_id>'):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
   def test_splits_and_resize(self, tree):
     config = tree()
     config.data.eval_split = 'validation'
     with pytest.raises(ConfigError, match=r"data.eval_split='validation' is invalid: .*'val'"):
-      config_checks.validate(config)
+      config_schema.validate(config)
     config.data.eval_split = 'test'
     config.data.wsol.resize_size = 16
     with pytest.raises(ConfigError, match=r'data.wsol.resize_size=16 is invalid: allowed an int'):
-      config_checks.validate(config)
+      config_schema.validate(config)
 
 
 def test_training_run_end_to_end(tree, tmp_path):
@@ -488,7 +488,7 @@ def test_benchmark_config_trains_and_evaluates_on_a_tiny_tree(tree, tmp_path, na
   roots = tree(dataset).data.wsol
   config.data.wsol.update(data_root=roots.data_root, metadata_root=roots.metadata_root,
                           mask_root=roots.mask_root)
-  config_checks.validate(config)
+  config_schema.validate(config)
   run = tmp_path / 'run'
   args = [f'--config=configs/{name}.py', f'--workdir={run}',
           f'--config.data.wsol.data_root={roots.data_root}',

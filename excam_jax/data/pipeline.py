@@ -15,17 +15,13 @@ deterministic, exactly resumable and independent of how many processes share the
 
 The parts data set runs in numpy (excam_jax.data.parts_pipeline) and never loads TensorFlow;
 VOC runs through tf.data (excam_jax.data.voc_pipeline), loaded on first use; the WSOL data sets
-run in numpy and Pillow (excam_jax.data.wsol). A source is a module with train_batches and
-eval_batches of one signature (`_source`).
+run in numpy and Pillow (excam_jax.data.wsol). The data sets are the table data/sources.py
+SOURCES: a new one is a spec module plus one entry there.
 """
 
 from typing import NamedTuple
 
-from excam_jax import native
-from excam_jax.data import parts_pipeline
-from excam_jax.data import synthetic
-from excam_jax.data import voc_info
-from excam_jax.data import wsol
+from excam_jax.data import sources
 from excam_jax.errors import UserError
 
 
@@ -39,56 +35,34 @@ class DatasetInfo(NamedTuple):
 
 
 def _check_dataset(config, *splits):
-  if config.data.dataset == 'parts':
-    p = config.data.parts
-    synthetic.validate(p.preset, p.num_classes, p.image_size)
-    names = synthetic.SPLITS
-  elif config.data.dataset in voc_info.TARS:
-    names = voc_info.SPLITS[config.data.dataset]
-  elif config.data.dataset in wsol.DATASETS:
-    names = wsol.SPLITS
-  else:
-    raise UserError(f"config.data.dataset must be 'voc/2007', 'voc/2012', 'parts' or one of "
-                    f'{sorted(wsol.DATASETS)}, not {config.data.dataset!r}.')
+  source = sources.SOURCES.get(config.data.dataset)
+  if source is None:
+    raise UserError(f'config.data.dataset must be one of {sorted(sources.SOURCES)}, not '
+                    f'{config.data.dataset!r}.')
+  source.check(config)
+  names = source.splits(config)
   for split in splits:
     if split not in names:
       raise UserError(f'{config.data.dataset} has splits {sorted(names)}; set config.data.train_split / '
                       f'config.data.eval_split to one of them, not {split!r}.')
-
-
-def _voc_pipeline():
-  native.import_tensorflow()  # Quietly, before voc_pipeline imports it.
-  from excam_jax.data import voc_pipeline  # pylint: disable=g-import-not-at-top
-  return voc_pipeline
+  return source
 
 
 def _source(config):
   """The module that makes config.data.dataset's batches (train_batches, eval_batches)."""
-  if config.data.dataset == 'parts':
-    return parts_pipeline
-  return wsol if config.data.dataset in wsol.DATASETS else _voc_pipeline()
+  return sources.SOURCES[config.data.dataset].batches()
 
 
 def dataset_info(config):
   """Name, classes and split sizes of config.dataset (prepares VOC from local tars if needed)."""
-  _check_dataset(config, config.data.train_split, config.data.eval_split)
-  if config.data.dataset == 'parts':
-    p = config.data.parts
-    return DatasetInfo('parts', p.num_classes, synthetic.class_names(p.num_classes),
-                       p.num_train, p.num_eval)
-  if config.data.dataset in wsol.DATASETS:
-    return DatasetInfo(*wsol.info(config))
-  sizes = _voc_pipeline().split_sizes(config)
-  return DatasetInfo(config.data.dataset, len(voc_info.CLASS_NAMES), voc_info.CLASS_NAMES, *sizes)
+  source = _check_dataset(config, config.data.train_split, config.data.eval_split)
+  names = source.class_names(config)
+  return DatasetInfo(config.data.dataset, len(names), names, *source.sizes(config))
 
 
 def class_names(config):
   """The class names of config.data.dataset, without reading any data (WSOL: its metadata)."""
-  if config.data.dataset == 'parts':
-    return synthetic.class_names(config.data.parts.num_classes)
-  if config.data.dataset in wsol.DATASETS:
-    return wsol.class_names(config)
-  return voc_info.CLASS_NAMES
+  return sources.SOURCES[config.data.dataset].class_names(config)
 
 
 def local_batch_size(global_size, field, process_index, process_count):

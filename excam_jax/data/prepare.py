@@ -13,8 +13,8 @@ import os
 from absl import flags
 import ml_collections
 
-from excam_jax import cli
-from excam_jax import native
+from excam_jax.runtime import cli
+from excam_jax.runtime import native
 from excam_jax.data import voc_info
 from excam_jax.errors import UserError
 
@@ -82,7 +82,7 @@ def main(argv):
 
 def run():
   """The excam-prepare console script."""
-  cli.run(main)
+  cli.run(main, configure_jax=False)
 
 
 if __name__ == '__main__':

@@ -14,12 +14,12 @@ IoU over all components' boxes, at each of the T thresholds; metrics.MaxBoxAcc a
 
 import numpy as np
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
 from excam_jax.evaluation import wsolevaluation
 
-PROTOCOLS = config_checks.MAXBOXACC
+PROTOCOLS = config_schema.MAXBOXACC
 
 
 def grid_maps(maps, grid, heights, widths):

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.data import wsol as wsol_data
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
@@ -42,7 +42,7 @@ DATASETS = tuple(wsol_data.DATASETS)
 
 
 class Protocol(NamedTuple):
-  """wsolevaluation's flags that change a score (config.eval; config_checks.WSOL_EVAL_DEFAULTS)."""
+  """wsolevaluation's flags that change a score (config.eval; config_schema.WSOL_EVAL_DEFAULTS)."""
   cam_curve_interval: float
   iou_threshold_list: tuple  # Percent, as their flag.
   multi_contour_eval: bool
@@ -51,7 +51,7 @@ class Protocol(NamedTuple):
   def from_config(cls, eval_config=None):
     """The protocol of a config's `eval` section (absent fields: wsolevaluation's defaults)."""
     fields = {k: v if eval_config is None else eval_config.get(k, v)
-              for k, v in config_checks.WSOL_EVAL_DEFAULTS.items()}
+              for k, v in config_schema.WSOL_EVAL_DEFAULTS.items()}
     return cls(float(fields['cam_curve_interval']),
                tuple(int(v) for v in fields['iou_threshold_list']),
                bool(fields['multi_contour_eval']))

@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.models import onednn
 
-IMPLS = config_checks.CONV_IMPLS  # ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
+IMPLS = config_schema.CONV_IMPLS  # ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 # What 'auto' is on CPU. 'onednn' waits for experiments/bench_onednn.py's timings.
 AUTO_CPU = 'dot1x1'

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 
-DIVERSITY_LOSSES = config_checks.DIVERSITY_LOSSES
+DIVERSITY_LOSSES = config_schema.DIVERSITY_LOSSES
 
 
 def bce_loss(logits, labels, mask=None):

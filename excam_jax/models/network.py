@@ -3,15 +3,16 @@
 import flax.linen as nn
 import jax.numpy as jnp
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.models import acol
+from excam_jax.models import adl
+from excam_jax.models import cam
 from excam_jax.models import excam
 from excam_jax.models import losses
 from excam_jax.models import resnet
-from excam_jax.models import variants
 from excam_jax.models import wildcat
 
-HEADS = config_checks.HEADS
+HEADS = config_schema.HEADS
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 
@@ -32,9 +33,9 @@ class WSOLNet(nn.Module):
 def create_model(model_config, num_classes, head=None):
   """Builds the network that `model_config` (the config's `model` field) describes.
 
-  model.head picks the method: 'cam' is `variants.CAMHead`; 'wildcat', 'excam' and 'adl' are a
+  model.head picks the method: 'cam' is `cam.CAMHead`; 'wildcat', 'excam' and 'adl' are a
   `wildcat.WildcatHead` with no transform, `excam.SequentialDropout` or
-  `variants.AttentionDropout`, each built from its own config fields; 'acol' is an
+  `adl.AttentionDropout`, each built from its own config fields; 'acol' is an
   `acol.ACoLNet` of two networks of the kind model.acol_head, its test-time map fused as
   model.acol_fusion. model.class_pooling ('mean' or 'max' over a class's M maps) sets the
   WILDCAT-family heads' class-wise pooling; CAM has none. `head` overrides model.head. Fields
@@ -57,7 +58,7 @@ def create_model(model_config, num_classes, head=None):
   if head == 'cam':
     if pooling != 'mean':
       raise ValueError(f"model.class_pooling must be 'mean' with a CAM head, got {pooling!r}.")
-    return WSOLNet(trunk=trunk, head=variants.CAMHead(num_classes=num_classes))
+    return WSOLNet(trunk=trunk, head=cam.CAMHead(num_classes=num_classes))
   transform = None
   if head == 'excam':
     transform = excam.SequentialDropout(
@@ -65,7 +66,7 @@ def create_model(model_config, num_classes, head=None):
         straight_through=m.straight_through, temperature=m.temperature,
         learn_threshold=m.learn_threshold)
   elif head == 'adl':
-    transform = variants.AttentionDropout(gamma=m.adl_gamma, drop_rate=m.adl_drop_rate)
+    transform = adl.AttentionDropout(gamma=m.adl_gamma, drop_rate=m.adl_drop_rate)
   wildcat_head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
                                      kmin=m.kmin, alpha=m.alpha, class_pooling=pooling,
                                      transform=transform, conv_impl=conv_impl)

@@ -41,7 +41,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from excam_jax import xla_setup
+from excam_jax.runtime import xla
 
 _LOG = logging.getLogger(__name__)
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'onednn_conv.cc')
@@ -58,9 +58,9 @@ class Unavailable(Exception):
 
 def cache_folder(environ=None):
   """Where the built library lives; None when EXCAM_CACHE_DIR turns caching off: the folder
-  'onednn' beside XLA's compilation cache (xla_setup.cache_dir), or inside EXCAM_CACHE_DIR."""
+  'onednn' beside XLA's compilation cache (xla.cache_dir), or inside EXCAM_CACHE_DIR."""
   environ = os.environ if environ is None else environ
-  xla_cache = xla_setup.cache_dir(environ)
+  xla_cache = xla.cache_dir(environ)
   if xla_cache is None:
     return None
   chosen = environ.get('EXCAM_CACHE_DIR', '').strip()

@@ -8,7 +8,7 @@ input, the data set's mean colour, as in ACoL's erasing (models/acol.py).
 import jax
 import jax.numpy as jnp
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 
 
 def hide_patches(rng, images, grid, drop_rate):
@@ -86,11 +86,11 @@ def soft_labels(labels_a, labels_b, lam):
 def from_config(train):
   """config.train.augment as f(rng, images, labels) -> (images, labels), or None for 'none'.
 
-  Fields absent from a config (saved before they existed) take config_checks.AUGMENT_DEFAULTS.
+  Fields absent from a config (saved before they existed) take config_schema.AUGMENT_DEFAULTS.
   CutMix returns soft_labels.
   """
   field = {name: train.get(name, default)
-           for name, default in config_checks.AUGMENT_DEFAULTS.items()}
+           for name, default in config_schema.AUGMENT_DEFAULTS.items()}
   if field['augment'] == 'has':
     return lambda rng, images, labels: (
         hide_patches(rng, images, field['has_grid'], field['has_drop_rate']), labels)

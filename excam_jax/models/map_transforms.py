@@ -59,10 +59,10 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.models import acol
 
-EXPANSIONS = config_checks.EXPANSIONS
+EXPANSIONS = config_schema.EXPANSIONS
 # Erasing's passes and AdvCAM's steps are separate fields, so that AdvCAM's 27 leaves erasing's
 # 2 alone; a config saved before a field existed gets its value here.
 DEFAULTS = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5,

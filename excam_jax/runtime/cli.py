@@ -20,7 +20,8 @@ from absl import app
 from absl import flags
 from absl import logging as absl_logging
 
-from excam_jax import native
+from excam_jax.runtime import native
+from excam_jax.runtime import xla
 from excam_jax.errors import Stopped, UserError
 
 LOGGER = logging.getLogger('excam_jax')
@@ -209,10 +210,16 @@ def _parser_with_errors(parser):
   return parse
 
 
-def run(main, flags_parser=parse_plain_flags):
-  """Runs `main(argv)` as a command: flags parsed, logging set, every fault one line."""
+def run(main, flags_parser=parse_plain_flags, configure_jax=True):
+  """Runs `main(argv)` as a command: flags parsed, logging set, every fault one line.
+
+  `configure_jax`: the XLA:CPU flags and the compilation cache are set first (`runtime.xla`);
+  a command that runs no JAX (prepare) leaves them alone.
+  """
   def wrapped(argv):
     setup_logging()
+    if configure_jax:
+      xla.configure()
     try:
       code = main(argv)
     except UserError as err:

@@ -1,4 +1,4 @@
-"""Map transforms (models/expansion.py): test-time erasing's passes and the relative box rule by
+"""Map transforms (models/map_transforms.py): test-time erasing's passes and the relative box rule by
 hand on a stand-in model, the config fields and their checks, and an evaluation with each."""
 
 import json
@@ -12,10 +12,11 @@ import pytest
 import cli_util
 import conftest
 from configs import tiny
-from excam_jax import config_checks
+from excam_jax import config_schema
 from excam_jax.errors import ConfigError
-from excam_jax.evaluation import runner
-from excam_jax.models import expansion
+from excam_jax import checkpoint_eval
+from excam_jax import inference
+from excam_jax.models import map_transforms
 from excam_jax.models import network
 
 
@@ -36,13 +37,13 @@ class TestExpandByErasing:
   IMAGES = np.random.default_rng(0).normal(size=(2, 5, 5, 3)).astype(np.float32)
 
   def test_zero_steps_is_the_plain_model(self):
-    logits, maps = expansion.expand_by_erasing(channel_model((1.0, -1.0)), self.IMAGES, 0, 0.5)
+    logits, maps = map_transforms.expand_by_erasing(channel_model((1.0, -1.0)), self.IMAGES, 0, 0.5)
     np.testing.assert_array_equal(np.asarray(maps), self.IMAGES[..., :2])
     np.testing.assert_array_equal(np.asarray(logits), [[1.0, -1.0]] * 2)
 
   def test_two_passes_by_hand(self):
     x = self.IMAGES.astype(np.float64)
-    logits, maps = expansion.expand_by_erasing(channel_model((1.0, -1.0)), self.IMAGES, 2, 0.5)
+    logits, maps = map_transforms.expand_by_erasing(channel_model((1.0, -1.0)), self.IMAGES, 2, 0.5)
     # Class 0 is predicted (logit > 0), class 1 is not: only class 0's maps erase.
     mask1 = (_norm(x[..., :1]) >= 0.5).astype(np.float64)
     pass1 = (x * (1 - mask1))[..., :2]
@@ -54,14 +55,14 @@ class TestExpandByErasing:
     assert mask2.sum() > mask1.sum()  # The second pass erased more.
 
   def test_nothing_predicted_nothing_erased(self):
-    _, maps = expansion.expand_by_erasing(channel_model((-1.0, -2.0)), self.IMAGES, 3, 0.5)
+    _, maps = map_transforms.expand_by_erasing(channel_model((-1.0, -2.0)), self.IMAGES, 3, 0.5)
     np.testing.assert_array_equal(np.asarray(maps), self.IMAGES[..., :2])
 
   def test_erased_cells_keep_their_first_pass_value(self):
     # One image, one class, a single peak: the peak is erased and its first value is kept.
     image = np.zeros((1, 3, 3, 3), np.float32)
     image[0, 1, 1, 0], image[0, 0, 0, 0] = 4.0, 1.0
-    _, maps = expansion.expand_by_erasing(channel_model((2.0,)), image, 1, 0.5)
+    _, maps = map_transforms.expand_by_erasing(channel_model((2.0,)), image, 1, 0.5)
     np.testing.assert_array_equal(np.asarray(maps)[0, :, :, 0], image[0, :, :, 0])
 
 
@@ -71,14 +72,14 @@ class TestRelative:
     image = np.zeros((1, 2, 2, 3), np.float32)
     image[0, :, :, 0] = [[0.0, 2.0], [4.0, 8.0]]  # Range 8: normalised 0, 1/4, 1/2, 1.
     image[0, :, :, 1] = [[-3.0, -1.0], [-1.0, -1.0]]  # Range 2: 0, 1, 1, 1.
-    logits, maps = expansion.relative_maps(channel_model((1.0, -1.0)), image, 0.4)
+    logits, maps = map_transforms.relative_maps(channel_model((1.0, -1.0)), image, 0.4)
     np.testing.assert_allclose(np.asarray(maps)[0, :, :, 0], [[-0.4, -0.15], [0.1, 0.6]], atol=1e-7)
     np.testing.assert_allclose(np.asarray(maps)[0, :, :, 1], [[-0.4, 0.6], [0.6, 0.6]], atol=1e-7)
     np.testing.assert_array_equal(np.asarray(logits), [[1.0, -1.0]])  # Scores unchanged.
 
   def test_constant_map_has_no_cell_above_the_level(self):
     image = np.full((1, 3, 3, 3), 5.0, np.float32)
-    _, maps = expansion.relative_maps(channel_model((1.0,)), image, 0.5)
+    _, maps = map_transforms.relative_maps(channel_model((1.0,)), image, 0.5)
     assert np.all(np.asarray(maps) == -0.5)
 
 
@@ -142,7 +143,7 @@ class TestAdversarialClimbing:
   def test_images_cover_the_cases(self):
     logits = np.asarray(linear_model(jnp.asarray(self.IMAGES))[0])
     assert (logits > 0).sum(axis=1).tolist() == [3, 1, 0]
-    own = np.asarray(expansion.climbed_classes(jnp.asarray(logits), 2))
+    own = np.asarray(map_transforms.climbed_classes(jnp.asarray(logits), 2))
     np.testing.assert_array_equal(own.sum(axis=(1, 2)), [2, 1, 1])
     np.testing.assert_array_equal(own.sum(axis=1)[[1, 2]].argmax(axis=1), logits[[1, 2]].argmax(1))
 
@@ -154,12 +155,12 @@ class TestAdversarialClimbing:
     total = np.array([[[0.0, 4.0, 0.0]], [[0.0, 0.0, 0.0]]], np.float32)
     own = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], np.float32)  # Row 1 is padding.
     args = [jnp.asarray(a) for a in (logits, maps, own, initial, total)]
-    value, region = expansion.climbing_objective(*args, 0.5, 7.0)
+    value, region = map_transforms.climbing_objective(*args, 0.5, 7.0)
     # A = total + relu(z_0) = (4, 5, 0): cells 0 and 1 are above half of 5, so
     # s_0 - relu(s_1) - relu(s_2) - 7 * (|4 - 3| + |1 - 0|); the padding row adds nothing.
     assert float(value) == pytest.approx(2.0 - 1.0 - 0.0 - 7.0 * 2.0)
     np.testing.assert_array_equal(np.asarray(region)[0], [[4.0, 1.0, 0.0]])
-    value, _ = expansion.climbing_objective(*args, 0.5, 7.0, current_mask=True)
+    value, _ = map_transforms.climbing_objective(*args, 0.5, 7.0, current_mask=True)
     assert float(value) == pytest.approx(2.0 - 1.0 - 7.0 * 1.0)  # relu(z_0) alone: cell 0.
 
   def test_step_by_hand(self):
@@ -167,11 +168,11 @@ class TestAdversarialClimbing:
     x[0, 0, :, 0] = [0.5, -0.5]
     grad = np.zeros_like(x)
     grad[0, 0, :, 0] = [4.0, -2.0]
-    got = expansion.climb_step(jnp.asarray(x), jnp.asarray(grad), 0.1)
+    got = map_transforms.climb_step(jnp.asarray(x), jnp.asarray(grad), 0.1)
     # 0.5 + 0.1 and -0.5 - 0.05, clipped to the image's own range [-0.5, 0.5].
     np.testing.assert_allclose(np.asarray(got)[0, 0, :, 0], [0.5, -0.5], atol=1e-7)
     x[0, 0, :, 0] = [0.5, 0.0]
-    got = expansion.climb_step(jnp.asarray(x), jnp.asarray(-grad), 0.1)
+    got = map_transforms.climb_step(jnp.asarray(x), jnp.asarray(-grad), 0.1)
     np.testing.assert_allclose(np.asarray(got)[0, 0, :, 0], [0.4, 0.05], atol=1e-7)
 
   # The restriction's sign is taken at x_1..x_{T-2}; with lambda = 7 from x_2 on, the held cells
@@ -181,7 +182,7 @@ class TestAdversarialClimbing:
                                                            (3, 7.0, True), (6, 0.02, False),
                                                            (6, 0.0, False)])
   def test_against_the_reference(self, steps, weight, current_mask):
-    logits, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), steps,
+    logits, maps = map_transforms.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), steps,
                                                   0.5, 0.3, weight, 2, current_mask)
     want_logits, want = climb_reference(self.IMAGES, steps, 0.5, 0.3, weight, 2, current_mask)
     np.testing.assert_allclose(np.asarray(maps), want, rtol=1e-5, atol=1e-5)
@@ -192,13 +193,13 @@ class TestAdversarialClimbing:
       assert not np.allclose(want, climb_reference(self.IMAGES, steps, 0.5, 0.3, 0.0)[1], atol=1e-3)
 
   def test_one_step_is_relu_over_its_maximum(self):
-    _, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), 1, 0.5, 0.3,
+    _, maps = map_transforms.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), 1, 0.5, 0.3,
                                              7.0)
     z = self.IMAGES.astype(np.float64) @ W
     np.testing.assert_allclose(np.asarray(maps), _max_norm(np.maximum(z, 0)), rtol=1e-5, atol=1e-6)
 
   def test_unclimbed_classes_are_relu_over_their_maximum(self):
-    logits, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), 4, 0.5,
+    logits, maps = map_transforms.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES), 4, 0.5,
                                                   0.3, 7.0, max_classes=1)
     plain = _max_norm(np.maximum(self.IMAGES.astype(np.float64) @ W, 0))
     top = np.asarray(logits).argmax(axis=1)
@@ -212,7 +213,7 @@ class TestAdversarialClimbing:
   def test_climbing_grows_the_map(self):
     # Without the restriction and the other classes, the map's support can only grow here.
     # Image 2 predicts nothing: its top-scoring class 0 climbs, from a map mostly <= 0.
-    _, maps = expansion.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES[2:]), 6, 0.5,
+    _, maps = map_transforms.adversarial_climbing(linear_model, jnp.asarray(self.IMAGES[2:]), 6, 0.5,
                                              0.3, 0.0, max_classes=1)
     z = self.IMAGES[2].astype(np.float64) @ W
     assert (np.asarray(maps)[0, :, :, 0] > 0).sum() > (z[..., 0] > 0).sum()
@@ -227,10 +228,10 @@ def test_climbing_a_network(head):
   model = network.create_model(config.model, config.data.parts.num_classes)
   variables = conftest.random_variables(model, config.data.image_size)
   images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
-  logits, z = runner.make_predict_fn(model, variables)(images)
-  climb = expansion.from_config({'map_expansion': 'advcam', 'map_expansion_climb_steps': 3,
+  logits, z = inference.make_predict_fn(model, variables)(images)
+  climb = map_transforms.from_config({'map_expansion': 'advcam', 'map_expansion_climb_steps': 3,
                                  'map_expansion_climb_classes': 1})
-  got_logits, maps = runner.make_predict_fn(model, variables, climb)(images)
+  got_logits, maps = inference.make_predict_fn(model, variables, climb)(images)
   np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-5)
   plain = _max_norm(np.maximum(z.astype(np.float64), 0))
   for i, c in enumerate(logits.argmax(axis=1)):
@@ -243,15 +244,15 @@ def test_climbing_a_network(head):
 class TestFields:
 
   def test_from_config(self):
-    assert expansion.from_config(None) is None
-    assert expansion.from_config(ml_collections.ConfigDict({'map_expansion': 'none'})) is None
+    assert map_transforms.from_config(None) is None
+    assert map_transforms.from_config(ml_collections.ConfigDict({'map_expansion': 'none'})) is None
     images = TestExpandByErasing.IMAGES
     model = channel_model((1.0, -1.0))
-    erase = expansion.from_config(ml_collections.ConfigDict(
+    erase = map_transforms.from_config(ml_collections.ConfigDict(
         {'map_expansion': 'erase', 'map_expansion_steps': 3, 'map_expansion_threshold': 0.4}))
     np.testing.assert_array_equal(np.asarray(erase(model, images)[1]),
-                                  np.asarray(expansion.expand_by_erasing(model, images, 3, 0.4)[1]))
-    relative = expansion.from_config(ml_collections.ConfigDict(
+                                  np.asarray(map_transforms.expand_by_erasing(model, images, 3, 0.4)[1]))
+    relative = map_transforms.from_config(ml_collections.ConfigDict(
         {'map_expansion': 'relative', 'map_expansion_threshold': 0.3}))
     np.testing.assert_allclose(np.asarray(relative(model, images)[1]),
                                _norm(images[..., :2].astype(np.float64)) - 0.3, atol=1e-6)
@@ -262,24 +263,24 @@ class TestFields:
               'map_expansion_climb_steps': 3, 'map_expansion_climb_classes': 2,
               'map_expansion_threshold': 0.4, 'map_expansion_step_size': 0.3,
               'map_expansion_weight': 7.0}
-    got = expansion.from_config(ml_collections.ConfigDict(fields))(linear_model,
+    got = map_transforms.from_config(ml_collections.ConfigDict(fields))(linear_model,
                                                                    jnp.asarray(images))[1]
     want = _norm(climb_reference(images, 3, 0.4, 0.3, 7.0)[1]) - 0.4
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
   def test_describe_names_the_rule(self):
     fields = {'map_expansion': 'relative', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5}
-    assert 'above 0.5 of its range' in expansion.describe(fields)
-    assert '3 passes' in expansion.describe(dict(fields, map_expansion='erase', map_expansion_steps=3))
-    assert expansion.describe(dict(fields, map_expansion='none')).startswith('none')
-    climb = expansion.describe(dict(expansion.DEFAULTS, map_expansion='advcam+relative'))
+    assert 'above 0.5 of its range' in map_transforms.describe(fields)
+    assert '3 passes' in map_transforms.describe(dict(fields, map_expansion='erase', map_expansion_steps=3))
+    assert map_transforms.describe(dict(fields, map_expansion='none')).startswith('none')
+    climb = map_transforms.describe(dict(map_transforms.DEFAULTS, map_expansion='advcam+relative'))
     assert 'AdvCAM' in climb and '26 steps of size 0.08' in climb and 'sum of the 27' in climb
     assert 'at most 2 per image' in climb and climb.endswith('of its range')
 
   def test_overrides_on_top_of_the_config(self):
     config = tiny.get_config()
-    assert runner.map_expansion_fields(config, None)['map_expansion'] == 'none'
-    fields = runner.map_expansion_fields(config, {'map_expansion': 'erase',
+    assert inference.transform_fields(config, None)['map_expansion'] == 'none'
+    fields = inference.transform_fields(config, {'map_expansion': 'erase',
                                                   'map_expansion_steps': None})
     assert fields == {'map_expansion': 'erase', 'map_expansion_steps': 2,
                       'map_expansion_threshold': 0.5, 'map_expansion_step_size': 0.08,
@@ -287,7 +288,7 @@ class TestFields:
                       'map_expansion_climb_classes': 2}
     # A config saved before the climbing fields existed: AdvCAM's published 27 steps.
     del config.eval['map_expansion_climb_steps'], config.eval['map_expansion_climb_classes']
-    old = runner.map_expansion_fields(config, {'map_expansion': 'advcam'})
+    old = inference.transform_fields(config, {'map_expansion': 'advcam'})
     assert old['map_expansion_climb_steps'] == 27 and old['map_expansion_steps'] == 2
 
   @pytest.mark.parametrize('field, value', [('map_expansion', 'gradcam'),
@@ -302,9 +303,9 @@ class TestFields:
     config = tiny.get_config()
     config.eval[field] = value
     with pytest.raises(ConfigError, match=f'config.eval.{field}='):
-      config_checks.validate(config)
+      config_schema.validate(config)
     with pytest.raises(ConfigError, match=f'config.eval.{field}='):
-      runner.map_expansion_fields(tiny.get_config(), {field: value})
+      inference.transform_fields(tiny.get_config(), {field: value})
 
 
 def test_evaluate_with_each_transform(tmp_path, write_tiny_checkpoint):
@@ -313,7 +314,7 @@ def test_evaluate_with_each_transform(tmp_path, write_tiny_checkpoint):
   write_tiny_checkpoint(tmp_path, 3)
   got = {}
   for kind in ('none', 'relative', 'erase', 'advcam'):
-    out = runner.evaluate_checkpoint(str(tmp_path), figures=0, workers=0,
+    out = checkpoint_eval.evaluate_checkpoint(str(tmp_path), figures=0, workers=0,
                                      output=str(tmp_path / kind),
                                      expansion={'map_expansion': kind, 'map_expansion_steps': 1,
                                                 'map_expansion_climb_steps': 2})
@@ -350,7 +351,7 @@ def test_outputs_cache_climbs_once_for_advcam_and_advcam_relative(tmp_path, writ
   fields = {'map_expansion_climb_steps': 3}
 
   def evaluate(kind, out, cache=None):
-    out = runner.evaluate_checkpoint(str(tmp_path), figures=0, output=str(tmp_path / out),
+    out = checkpoint_eval.evaluate_checkpoint(str(tmp_path), figures=0, output=str(tmp_path / out),
                                      outputs_cache=cache,
                                      expansion=dict(fields, map_expansion=kind))
     with open(os.path.join(out, 'metrics.json'), encoding='utf-8') as f:
@@ -360,7 +361,7 @@ def test_outputs_cache_climbs_once_for_advcam_and_advcam_relative(tmp_path, writ
   cache = str(tmp_path / 'outputs')
   climbed = evaluate('advcam', 'advcam', cache)
   assert len(os.listdir(cache)) == 1
-  monkeypatch.setattr(expansion, 'adversarial_climbing',
+  monkeypatch.setattr(map_transforms, 'adversarial_climbing',
                       lambda *a, **k: pytest.fail('climbed again'))
   cached = evaluate('advcam+relative', 'cached', cache)
   for key in ('corloc', 'maxboxaccv2', 'pxap', 'parts_body_coverage', 'classification_map'):

@@ -11,12 +11,12 @@ import math
 import numbers
 import os
 
+from excam_jax.data import sources
 from excam_jax.data import synthetic
-from excam_jax.data import voc_info
 from excam_jax.data import wsol
 from excam_jax.errors import ConfigError, check_field
 
-DATASETS = ('parts', 'voc/2007', 'voc/2012') + tuple(wsol.DATASETS)
+DATASETS = tuple(sources.SOURCES)  # data/sources.py: the one table of data sets.
 HEADS = ('excam', 'wildcat', 'adl', 'cam', 'acol')
 # How a WILDCAT-family head pools a class's M maps into its class map (models/wildcat.py).
 CLASS_POOLINGS = ('mean', 'max')
@@ -48,7 +48,7 @@ AUGMENT_DEFAULTS = {'augment': 'none', 'has_grid': 4, 'has_drop_rate': 0.5, 'cut
 # percent, and boxes from every contour (True) or the largest (False, MaxBoxAcc V1).
 WSOL_EVAL_DEFAULTS = {'cam_curve_interval': 0.001, 'iou_threshold_list': (30, 50, 70),
                       'multi_contour_eval': True}
-# Test-time map transforms (models/expansion.py).
+# Test-time map transforms (models/map_transforms.py).
 EXPANSIONS = ('none', 'relative', 'erase', 'advcam', 'erase+relative', 'advcam+relative')
 
 
@@ -132,8 +132,7 @@ def validate_data(config):
   wsolevaluation's roots ('wsol/...')."""
   d = config.data
   check_field(d.dataset in DATASETS, 'data.dataset', d.dataset, f'one of {DATASETS}')
-  splits = (synthetic.SPLITS if d.dataset == 'parts' else
-            wsol.SPLITS if d.dataset in wsol.DATASETS else voc_info.SPLITS[d.dataset])
+  splits = sources.SOURCES[d.dataset].splits(config)
   for field in ('train_split', 'eval_split'):
     check_field(d[field] in splits, f'data.{field}', d[field],
                 f'a split of {d.dataset}: one of {sorted(splits)}')
@@ -235,7 +234,7 @@ def _grid_ok(value):
   return value is None or (_is_int(value) and value >= 8)
 
 
-# The map-transform fields of config.eval (models/expansion.py): name -> (ok(value), allowed).
+# The map-transform fields of config.eval (models/map_transforms.py): name -> (ok(value), allowed).
 MAP_EXPANSION_CHECKS = {
     'map_expansion': (lambda v: v in EXPANSIONS, f'one of {EXPANSIONS}'),
     'map_expansion_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),

@@ -23,8 +23,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from excam_jax import config_checks
-from excam_jax import files
+from excam_jax import config_schema
+from excam_jax.runtime import files
 from excam_jax.errors import UserError
 
 CHECKPOINT_DIR = 'checkpoints'
@@ -50,10 +50,10 @@ ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
                   'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0,
                   'model.dilate': True,
-                  **{f'train.{k}': v for k, v in config_checks.AUGMENT_DEFAULTS.items()},
+                  **{f'train.{k}': v for k, v in config_schema.AUGMENT_DEFAULTS.items()},
                   # As JSON holds them (tuples are lists there).
                   **{f'optim.{k}': list(v) if isinstance(v, tuple) else v
-                     for k, v in config_checks.OPTIM_DEFAULTS.items()}}
+                     for k, v in config_schema.OPTIM_DEFAULTS.items()}}
 DAMAGED_DIR = 'damaged_checkpoints'
 _LOG = logging.getLogger(__name__)
 

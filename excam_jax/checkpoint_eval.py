@@ -1,60 +1,29 @@
-"""Restore, one prediction pass, metrics + parts measures + figures + report: the body of the
-evaluate command (excam_jax/evaluate.py) and of the ablations' final evaluations.
+"""evaluate_checkpoint: restore a run, one prediction pass, metrics + parts measures + figures +
+report. The body of the evaluate command (excam_jax/evaluate.py), of the ablations' final
+evaluations and of the study's cells.
 
 Kept apart from the command module, which defines command-line flags, so that other commands
-(ablate) can call it.
+(ablate) can call it. The model runs through the one inference seam (excam_jax/inference.py);
+the scores come from the metric layer (excam_jax/evaluation/).
 """
 
-import hashlib
 import json
 import os
 
-import jax
 import numpy as np
 
-from excam_jax import checkpoints
-from excam_jax import config_checks
-from excam_jax import files
+from excam_jax import inference
 from excam_jax import visualize
-from excam_jax import xla_setup
 from excam_jax.data import image_ops
 from excam_jax.data import pipeline
-from excam_jax.errors import UserError, check_field
+from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import parts
 from excam_jax.evaluation import report
 from excam_jax.evaluation import wsol_benchmark
-from excam_jax.models import expansion as expansionlib
-from excam_jax.models import network
-
-# config.model fields that change only inference, not the trained arrays: an evaluation may
-# override them on a checkpoint's config. Name -> allowed values.
-INFERENCE_MODEL_FIELDS = {'acol_fusion': config_checks.ACOL_FUSIONS}
-
-
-def make_predict_fn(model, variables, expansion=None):
-  """A jitted images -> numpy (logits, class_maps), float32, for the evaluation and `localize`.
-
-  `expansion`: None, or a transform (apply_fn, images) -> (logits, class_maps) of the maps
-  (models/expansion.py), as `expansion.from_config(config.eval)` gives.
-  """
-  xla_setup.enable_compilation_cache()
-
-  @jax.jit
-  def forward(variables, images):
-    def apply(x):
-      logits, aux = model.apply(variables, x, train=False)
-      return logits.astype('float32'), aux['class_maps'].astype('float32')
-    if expansion is None:
-      return apply(images)
-    return expansion(apply, images)
-
-  def predict_fn(images):
-    logits, class_maps = forward(variables, np.asarray(images, np.float32))
-    return np.asarray(logits), np.asarray(class_maps)
-
-  return predict_fn
+from excam_jax.models import map_transforms
+from excam_jax.runtime import files
 
 
 class _Examples:
@@ -132,70 +101,6 @@ def _output_dir(workdir, step, split, config, output):
   return out_dir
 
 
-def map_expansion_fields(config, overrides):
-  """config.eval's map-transform fields (models/expansion.py: DEFAULTS where absent) with
-  `overrides` (a dict; None values ignored) on top, checked."""
-  fields = dict(expansionlib.DEFAULTS)
-  fields.update({k: v for k, v in (config.get('eval') or {}).items() if k in fields})
-  fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
-  config_checks.validate_map_expansion(fields)
-  return fields
-
-
-def model_fields(config, overrides):
-  """A copy of config.model with `overrides` (a dict of INFERENCE_MODEL_FIELDS; None values
-  ignored) on top, checked."""
-  model = config.model.copy_and_resolve_references()
-  for name, value in (overrides or {}).items():
-    if value is None:
-      continue
-    if name not in INFERENCE_MODEL_FIELDS:
-      raise UserError(f'model.{name} cannot change at evaluation (it defines the trained model); '
-                      f'only {tuple(INFERENCE_MODEL_FIELDS)} can.')
-    allowed = INFERENCE_MODEL_FIELDS[name]
-    check_field(value in allowed, f'model.{name}', value, f'one of {allowed}')
-    model[name] = value
-  return model
-
-
-class _OutputsCache:
-  """The model's (logits, class maps) of every evaluated batch, kept in one .npz per key.
-
-  A transform 'X+relative' is X's maps followed by the relative rule, a cheap numpy step: with a
-  cache, X's outputs are computed once (AdvCAM's climb costs hundreds of plain passes) and
-  'X' and 'X+relative' are both scored from them. The key fingerprints everything the outputs
-  depend on: the checkpoint step, the split, the data and model configs and the transform X.
-  """
-
-  def __init__(self, folder, key_fields):
-    digest = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode())
-    self.path = os.path.join(folder, digest.hexdigest()[:20] + '.npz')
-    self.stored = None
-    if os.path.isfile(self.path):
-      with np.load(self.path) as data:
-        self.stored = [(data[f'logits_{i}'], data[f'maps_{i}']) for i in range(len(data) // 2)]
-    self.new, self.used = [], 0
-
-  def predict(self, predict_fn, images):
-    """The stored outputs of the next batch, or predict_fn's (kept to be saved)."""
-    if self.stored is not None:
-      out = self.stored[self.used]
-    else:
-      out = predict_fn(images)
-      self.new.append(out)
-    self.used += 1
-    return out
-
-  def save(self):
-    """Writes the outputs computed in this pass (atomically), unless they came from the file."""
-    if self.stored is None and self.new:
-      os.makedirs(os.path.dirname(self.path), exist_ok=True)
-      arrays = {}
-      for i, (logits, maps) in enumerate(self.new):
-        arrays[f'logits_{i}'], arrays[f'maps_{i}'] = logits, maps
-      files.write_atomically(self.path, lambda f: np.savez(f, **arrays))
-
-
 def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8, workers=0,
                         output=None, protocol=None, expansion=None, model_overrides=None,
                         outputs_cache=None):
@@ -213,7 +118,7 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
     output: output folder (default <workdir>/eval/<step>[/<split>]).
     protocol: overrides of config.eval's protocol fields (a dict; None values are ignored).
     expansion: overrides of config.eval's 'map_expansion*' fields (a dict, None values
-      ignored): the maps' transform (models/expansion.py: the relative box rule, test-time
+      ignored): the maps' transform (models/map_transforms.py: the relative box rule, test-time
       erasing, adversarial climbing).
     model_overrides: overrides of the checkpoint's config.model fields that change only
       inference (INFERENCE_MODEL_FIELDS; a dict, None values ignored), e.g.
@@ -224,33 +129,28 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   Returns:
     The output directory, holding metrics.json, tables.md and the figures.
   """
-  config, variables, step = checkpoints.restore(workdir, step)
-  model = model_fields(config, model_overrides)
+  predictor = inference.load(workdir, step, expansion, model_overrides,
+                             base_transform=bool(outputs_cache))
+  config, step, expand = predictor.config, predictor.step, predictor.transform
   split = split or config.data.eval_split
   info = pipeline.dataset_info(_with_eval_split(config, split))  # Checks the split.
   scoring = evaluator.protocol_from_config(config.get('eval'), **(protocol or {}))
   other = (report.load_compare(compare, info.num_classes, report.bar_metric(config.data.dataset))
            if compare else None)
   out_dir = _output_dir(workdir, step, split, config, output)
-  expand = map_expansion_fields(config, expansion)
-  base, _, then = expand['map_expansion'].partition('+')
   cache = None
   if outputs_cache:  # The transform's '+relative' step runs after the (cached) outputs.
-    cache = _OutputsCache(outputs_cache, {'step': int(step), 'split': split,
-                                          'data': config.data.to_dict(),
-                                          'batch': config.eval.batch_size, 'model': model.to_dict(),
-                                          'transform': dict(expand, map_expansion=base)})
-  model_fn = make_predict_fn(network.create_model(model, info.num_classes), variables,
-                             expansionlib.from_config(dict(expand, map_expansion=base)
-                                                      if cache else expand))
+    base = expand['map_expansion'].partition('+')[0]
+    cache = inference.OutputsCache(outputs_cache, {
+        'step': step, 'split': split, 'data': config.data.to_dict(),
+        'batch': config.eval.batch_size, 'model': config.model.to_dict(),
+        'transform': dict(expand, map_expansion=base)})
 
   def predict_fn(images):
     if cache is None:
-      return model_fn(images)
-    logits, maps = cache.predict(model_fn, images)
-    if then == 'relative':
-      maps = np.asarray(expansionlib.acol.normalise_maps(maps)) - expand['map_expansion_threshold']
-    return logits, maps
+      return predictor(images)
+    logits, maps = cache.predict(predictor, images)
+    return logits, inference.relative_step(expand, maps)
 
   pool = evaluator.sweep_pool(workers)
   failed = True
@@ -276,9 +176,9 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   if measures:
     result.update(measures.compute())
   described = scorer.protocol.describe()
-  described['map_expansion'] = expansionlib.describe(expand)
-  if model.head == 'acol':
-    described['acol_fusion'] = model.get('acol_fusion', 'normalised')
+  described['map_expansion'] = map_transforms.describe(expand)
+  if config.model.head == 'acol':
+    described['acol_fusion'] = config.model.get('acol_fusion', 'normalised')
   result.update(dataset=config.data.dataset, split=split, step=int(step), protocol=described,
                 metrics=report.METRICS)
   files.write_text(os.path.join(out_dir, 'metrics.json'),
@@ -287,5 +187,5 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
                    report.markdown_report(result, info.class_names, config.data.dataset, split, step))
   if figures > 0 and examples.taken:
     write_figures(out_dir, examples.batch(), info.class_names, result['per_class'],
-                  config.data.dataset, scoring.threshold, other, visualize.heat_fn(model, expand))
+                  config.data.dataset, scoring.threshold, other, predictor.heat)
   return out_dir

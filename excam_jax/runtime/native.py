@@ -2,7 +2,7 @@
 
 On some CPUs (AVX-512/AMX) TensorFlow's native layer writes banners straight to file descriptor 2
 when it loads, around Python's sys.stderr, and no environment variable silences them; only the
-descriptor itself catches them. Used by the commands (excam_jax/cli.py) and by the VOC pipeline.
+descriptor itself catches them. Used by the commands (excam_jax/runtime/cli.py) and by the VOC pipeline.
 """
 
 import contextlib

@@ -2,8 +2,8 @@
 
 Both are measured choices (experiments/PERFORMANCE.md) and both give way to the user:
 
-* `default_cpu_flags()`: XLA:CPU flags appended to XLA_FLAGS when `excam_jax` is imported, only
-  for a flag the user has not set, only where it was measured to help, and only while JAX's
+* `default_cpu_flags()`: XLA:CPU flags appended to XLA_FLAGS by the commands (`configure()`, which
+  `runtime.cli.run` calls; importing the package changes nothing), only for a flag the user has not set, only where it was measured to help, and only while JAX's
   backends are not yet initialised (XLA reads XLA_FLAGS once, when the first backend starts).
   EXCAM_XLA_DEFAULTS=0 turns this off. The flags affect XLA:CPU only: on a GPU host they change
   nothing on the GPU.
@@ -81,6 +81,20 @@ def cache_dir(environ=None):
   return os.path.join(os.path.expanduser(base), 'excam_jax', 'xla')
 
 
+def _writable(folder):
+  """Whether the cache folder can be made and written (a debug log line when not)."""
+  try:
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f'.probe-{os.getpid()}')
+    with open(probe, 'w', encoding='utf-8'):
+      pass
+    os.remove(probe)
+  except OSError as err:
+    _LOG.debug('compilation cache off: %s is not writable (%s).', folder, err)
+    return False
+  return True
+
+
 def enable_compilation_cache(environ=None):
   """Turns on JAX's persistent compilation cache; returns its folder or None (off/unusable)."""
   environ = os.environ if environ is None else environ
@@ -90,17 +104,37 @@ def enable_compilation_cache(environ=None):
   folder = cache_dir(environ)
   if folder is None:
     return None
-  try:
-    os.makedirs(folder, exist_ok=True)
-    probe = os.path.join(folder, f'.probe-{os.getpid()}')
-    with open(probe, 'w', encoding='utf-8'):
-      pass
-    os.remove(probe)
-  except OSError as err:
-    _LOG.debug('compilation cache off: %s is not writable (%s).', folder, err)
+  if not _writable(folder):
     return None
   jax.config.update('jax_compilation_cache_dir', folder)
   # Cache every program that took at least a second to compile, whatever its size.
   jax.config.update('jax_persistent_cache_min_compile_time_secs', 1.0)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   return folder
+
+
+def _cache_by_environment(environ):
+  """enable_compilation_cache before JAX is imported: JAX reads these variables at import, so a
+  command can set the cache up without loading JAX before it has checked its arguments."""
+  if environ.get('JAX_COMPILATION_CACHE_DIR'):
+    return environ['JAX_COMPILATION_CACHE_DIR']
+  folder = cache_dir(environ)
+  if folder is None or not _writable(folder):
+    return None
+  environ['JAX_COMPILATION_CACHE_DIR'] = folder
+  environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '1.0')
+  environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+  return folder
+
+
+def configure(environ=None):
+  """What a command does before its JAX work: the default CPU flags, then the compilation cache
+  (through JAX's environment variables when JAX is not imported yet, so nothing loads JAX here).
+
+  Returns (the flags added, the cache folder or None).
+  """
+  environ = os.environ if environ is None else environ
+  added = apply_default_flags(environ)
+  if 'jax' in sys.modules:
+    return added, enable_compilation_cache(environ)
+  return added, _cache_by_environment(environ)

@@ -1,9 +1,7 @@
-"""Other heads and per-map transforms: CAM (Zhou et al. 2016) and ADL applied per class map.
+"""ADL (attention-based dropout) as the per-map transform of a `wildcat.WildcatHead`.
 
-`AttentionDropout` is ADL as the per-map transform of a `wildcat.WildcatHead`.
-
-ADL here is the thesis's variant (section 3.8.3), not Choe et al.'s original placement inside
-layer3/layer4 with the channel mean of trunk features as attention.
+This is the thesis's variant (section 3.8.3), applied per class map, not Choe et al.'s original
+placement inside layer3/layer4 with the channel mean of trunk features as attention.
 """
 
 import flax.linen as nn
@@ -49,21 +47,3 @@ class AttentionDropout(nn.Module):
   def __call__(self, maps, train=False):
     rng = self.make_rng('dropout') if train else None
     return adl_per_map(maps, rng, train, self.gamma, self.drop_rate)
-
-
-class CAMHead(nn.Module):
-  """Global average pooling + dense layer; class map c is sum_k w[k, c] * f_k (no bias).
-
-  Returns `(logits, aux)` with logits (B, C) and aux['class_maps'] (B, h, w, C). The logits
-  equal the spatial mean of the class maps plus the bias.
-  """
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, features, train=False):
-    features = features.astype(jnp.float32)
-    dense = nn.Dense(self.num_classes, name='classifier')
-    logits = dense(features.mean(axis=(1, 2)))
-    kernel = dense.variables['params']['kernel']
-    class_maps = jnp.einsum('bhwk,kc->bhwc', features, kernel)
-    return logits, {'class_maps': class_maps}

@@ -1,0 +1,1 @@
+"""Runtime plumbing: the command wrapper, quiet native imports, XLA settings, file helpers."""
