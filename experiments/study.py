@@ -35,6 +35,7 @@ method tunes cannot be set this way).
 """
 
 import argparse
+import concurrent.futures
 import csv
 import io
 import itertools
@@ -75,8 +76,11 @@ METRICS = ('classification_map', 'corloc', 'maxboxacc', 'maxboxaccv2', 'localiza
            'parts_background_activation', 'parts_argmax_in', 'parts_argmax_body',
            'parts_argmax_outside')
 TEXT_COLUMNS = ('method', 'split', 'setting')
+# cores: the CPU cores of the process that trained the cell (XLA's thread pool: one and two
+# threads round differently, so a cell's numbers depend on it as on the machine; NaN in rows
+# written before it was recorded, which trained on 2).
 COLUMNS = ('method', 'body_cue', 'seed', 'split', 'setting') + METRICS + ('train_s', 'eval_s',
-                                                                         'steps')
+                                                                         'steps', 'cores')
 CSV_NAME, MD_NAME, PNG_NAME = 'study.csv', 'study.md', 'study.png'
 TUNING_CSV, TUNING_MD, CHOICES_NAME = 'tuning.csv', 'tuning.md', 'choices.json'
 TABLE_METRICS = ('classification_map', 'corloc', 'maxboxaccv2', 'pxap', 'parts_body_coverage',
@@ -403,10 +407,11 @@ def config_checks_validate(config):
 
 
 def train_cell(method, cue, seed, workdir, quick, extra, setting=None):
-  """Trains (or resumes, or finds finished) one cell's model: (run folder, steps, train s).
+  """Trains (or resumes, or finds finished) one cell's model: (run folder, steps, train s,
+  cores).
 
-  The training time is that of the process that trained it (kept in the run folder), so a
-  method that evaluates another's training (TRAINED_AS) reports the same cost.
+  The training time and cores are those of the process that trained it (kept in the run
+  folder), so a method that evaluates another's training (TRAINED_AS) reports the same cost.
   """
   config = cell_config(method, cue, seed, quick, extra, setting)
   config_checks_validate(config)
@@ -416,13 +421,14 @@ def train_cell(method, cue, seed, workdir, quick, extra, setting=None):
   timing = os.path.join(run_dir, TIMING_FILE)
   start = time.perf_counter()
   result = train.train_and_evaluate(config, run_dir)
-  train_s = time.perf_counter() - start
+  train_s, cores = time.perf_counter() - start, len(os.sched_getaffinity(0))
   if os.path.isfile(timing):
     with open(timing, encoding='utf-8') as f:
-      train_s = json.load(f)['train_s']
+      kept = json.load(f)
+    train_s, cores = kept['train_s'], kept.get('cores', math.nan)
   else:
-    files.write_text(timing, json.dumps({'train_s': train_s}))
-  return run_dir, result['final_step'], train_s
+    files.write_text(timing, json.dumps({'train_s': train_s, 'cores': cores}))
+  return run_dir, result['final_step'], train_s, cores
 
 
 def metrics_row(metrics):
@@ -441,7 +447,7 @@ def run_cell(method, cue, seed, workdir, quick, extra, split='validation', setti
   from excam_jax.runtime import xla  # pylint: disable=g-import-not-at-top
   xla.configure()  # What the commands do: the measured CPU flags, the compilation cache.
   base = TRAINED_AS.get(method, method)
-  run_dir, steps, train_s = train_cell(base, cue, seed, workdir, quick, extra,
+  run_dir, steps, train_s, cores = train_cell(base, cue, seed, workdir, quick, extra,
                                        training_part(setting))
   from excam_jax import checkpoint_eval  # pylint: disable=g-import-not-at-top
   fields = dict(METHODS[method], **setting)
@@ -459,7 +465,8 @@ def run_cell(method, cue, seed, workdir, quick, extra, split='validation', setti
   with open(os.path.join(out_dir, 'metrics.json'), encoding='utf-8') as f:
     metrics = json.load(f)
   row = {'method': method, 'body_cue': float(cue), 'seed': int(seed), 'split': split,
-         'setting': setting_text(setting), 'train_s': train_s, 'eval_s': eval_s, 'steps': steps}
+         'setting': setting_text(setting), 'train_s': train_s, 'eval_s': eval_s, 'steps': steps,
+         'cores': cores}
   row.update(metrics_row(metrics))
   return row
 
@@ -541,6 +548,9 @@ def main():
                       'validation split; writes tuning.csv, tuning.md and choices.json')
   parser.add_argument('--choices', default='', help='choices.json: run each method at its choice')
   parser.add_argument('--split', default='validation', help=f'the split scored: one of {SPLITS}')
+  parser.add_argument('--jobs', type=int, default=1,
+                      help='cells run at once, each on its own share of the CPU cores (a cell '
+                      'whose training another running cell makes waits for it)')
   parser.add_argument('--quick', action='store_true',
                       help=f'short runs at the first and last cue level ({QUICK})')
   parser.add_argument('--set', default='', help='extra overrides: field=json_value,...')
@@ -557,9 +567,11 @@ def main():
   cells = plan(args, parser)
   stop_cells_on_sigterm()
   command = 'python experiments/study.py ' + ' '.join(sys.argv[1:])
-  launch = lambda *cell: launch_cell(*cell, workdir, args.quick, args.set)
+  if not 1 <= args.jobs <= len(os.sched_getaffinity(0)):
+    parser.error(f'--jobs is between 1 and the {len(os.sched_getaffinity(0))} cores')
+  launch = lambda *cell, cpus=None: launch_cell(*cell, workdir, args.quick, args.set, cpus)
   try:
-    rows = run_study(workdir, cells, command, launch, tuning=args.tune)
+    rows = run_study(workdir, cells, command, launch, tuning=args.tune, jobs=args.jobs)
   except CellFailed as err:
     sys.exit(f'error: {err} Rerun the same command to resume.')
   print(f'{len(rows)} rows in {os.path.join(workdir, TUNING_CSV if args.tune else CSV_NAME)}; '
@@ -577,8 +589,12 @@ class CellFailed(Exception):
   """A cell's process failed; the message names its log."""
 
 
-def launch_cell(method, cue, seed, split, setting, workdir, quick, extra_text):
-  """Runs one cell in its own process (stderr to its log); returns its row."""
+_RUNNING = set()  # The cells' processes now running (stopped with the study).
+
+
+def launch_cell(method, cue, seed, split, setting, workdir, quick, extra_text, cpus=None):
+  """Runs one cell in its own process (stderr to its log), on the cores `cpus` (a set; all if
+  None: XLA sizes its thread pool to them); returns its row."""
   cell = json.dumps({'method': method, 'cue': cue, 'seed': seed, 'split': split,
                      'setting': setting})
   cmd = [sys.executable, os.path.abspath(__file__), f'--cell={cell}', f'--workdir={workdir}',
@@ -586,11 +602,14 @@ def launch_cell(method, cue, seed, split, setting, workdir, quick, extra_text):
   log_path = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting) + '.log')
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, 'a', encoding='utf-8') as log:
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=log, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO))
+                            env=dict(os.environ, PYTHONPATH=REPO), preexec_fn=pin)
+    _RUNNING.add(proc)
     try:
       stdout, _ = proc.communicate()
     finally:  # Stopped (Ctrl-C, SIGTERM): the cell stops too, saving its checkpoint.
+      _RUNNING.discard(proc)
       if proc.poll() is None:
         proc.terminate()
         proc.wait()
@@ -601,15 +620,18 @@ def launch_cell(method, cue, seed, split, setting, workdir, quick, extra_text):
   return json.loads(found[-1])
 
 
-def run_study(workdir, cells, command, launch, tuning=False):
+def run_study(workdir, cells, command, launch, tuning=False, jobs=1):
   """Runs the cells not in the study's CSV yet, writing each row as it comes.
 
   Args:
     workdir: the study's folder.
     cells: (method, body_cue, seed[, split, setting]) tuples, in order.
     command: the command line, for the tables.
-    launch: (the cell's tuple) -> row dict (`launch_cell`, or a fake in tests).
+    launch: (the cell's tuple, cpus=set or None) -> row dict (`launch_cell`, or a fake in tests).
     tuning: rows go to tuning.csv, tables to tuning.md and choices.json.
+    jobs: cells run at once (started in order), each on its own share of the cores; a cell
+      whose training another running cell makes (an inference variant, TRAINED_AS) waits for it.
+      Rows are written in the order the cells finish.
 
   Returns:
     All rows of the CSV.
@@ -618,23 +640,72 @@ def run_study(workdir, cells, command, launch, tuning=False):
   csv_path = os.path.join(workdir, TUNING_CSV if tuning else CSV_NAME)
   rows = read_rows(csv_path)
   done = {_key(r) for r in rows}
+  todo = []
   for cell in cells:
     method, cue, seed = cell[:3]
     split, setting = (cell[3], cell[4]) if len(cell) > 3 else ('validation', {})
-    if (method, float(cue), int(seed), split, setting_text(setting)) in done:
-      continue
-    started = time.perf_counter()
-    row = launch(*cell)
+    if (method, float(cue), int(seed), split, setting_text(setting)) not in done:
+      todo.append((cell, split, setting))
+
+  def finished(cell, split, setting, row, seconds):
+    method, cue, seed = cell[:3]
     row.update(split=split, setting=setting_text(setting))
     rows.append(row)
     write_rows(csv_path, rows)
     write_summary(workdir, rows, command, tuning)
     print(f'{cell_name(method, cue, seed, setting)} ({split}): {PRIMARY} {row[PRIMARY]:.3f}, '
-          f'body coverage {row["parts_body_coverage"]:.3f} '
-          f'({time.perf_counter() - started:.0f} s)', flush=True)
+          f'body coverage {row["parts_body_coverage"]:.3f} ({seconds:.0f} s)', flush=True)
+
+  if jobs == 1:
+    for cell, split, setting in todo:
+      started = time.perf_counter()
+      finished(cell, split, setting, launch(*cell), time.perf_counter() - started)
+  else:
+    _run_parallel(todo, launch, jobs, finished)
   if rows:
     write_summary(workdir, rows, command, tuning)
   return rows
+
+
+def core_shares(jobs, cores=None):
+  """The cores split into `jobs` disjoint sets of (nearly) equal size."""
+  cores = sorted(os.sched_getaffinity(0) if cores is None else cores)
+  return [set(cores[i::jobs]) for i in range(jobs)]
+
+
+def training_key(cell):
+  """What a cell trains: cells with one key share a run folder (and AdvCAM's outputs cache)."""
+  method, cue, seed = cell[:3]
+  setting = cell[4] if len(cell) > 4 else {}
+  return (TRAINED_AS.get(method, method), float(cue), int(seed),
+          setting_text(training_part(setting)))
+
+
+def _run_parallel(todo, launch, jobs, finished):
+  """`jobs` cells at once, started in order, each on a free share of the cores."""
+  free, running = core_shares(jobs), {}
+  with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    try:
+      while todo or running:
+        busy = {training_key(item[0]) for item in running.values()}
+        ready = next((i for i, item in enumerate(todo) if training_key(item[0]) not in busy
+                      and not any(training_key(other[0]) == training_key(item[0])
+                                  for other in todo[:i])), None)
+        if free and ready is not None:
+          item = todo.pop(ready)
+          cpus = free.pop()
+          future = pool.submit(launch, *item[0], cpus=cpus)
+          running[future] = (*item, cpus, time.perf_counter())
+          continue
+        done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+          cell, split, setting, cpus, started = running.pop(future)
+          free.append(cpus)
+          finished(cell, split, setting, future.result(), time.perf_counter() - started)
+    finally:  # A failure or a stop: the other running cells stop too (saving checkpoints).
+      for proc in list(_RUNNING):
+        if proc.poll() is None:
+          proc.terminate()
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -285,3 +286,46 @@ def test_a_stopped_study_stops_its_running_cell(tmp_path):
   assert (tmp_path / 'term').exists()  # The cell got SIGTERM (it saves a checkpoint), not SIGKILL.
   with pytest.raises(ProcessLookupError):  # The cell is gone, not left running alone.
     os.kill(child, 0)
+
+
+def test_parallel_jobs_use_disjoint_cores_and_wait_for_a_shared_training(tmp_path):
+  """--jobs=2: two cells at once on disjoint core sets; wildcat_relative (which evaluates
+  wildcat's training) never runs beside the wildcat cell that makes that training."""
+  cells = [('wildcat', 0.5, 0, 'validation', {}), ('wildcat_relative', 0.5, 0, 'validation', {}),
+           ('excam', 0.5, 0, 'validation', {}), ('excam', 0.5, 1, 'validation', {})]
+  lock, active, overlaps, seen = threading.Lock(), {}, [], []
+
+  def launch(method, cue, seed, split, setting, cpus=None):
+    with lock:
+      for other, other_cpus in active.values():
+        overlaps.append((other, method, bool(other_cpus & cpus)))
+      active[(method, seed)] = (method, cpus)
+      seen.append(method)
+    time.sleep(0.2 if method == 'wildcat' else 0.05)
+    with lock:
+      del active[(method, seed)]
+    return _row(method, cue, seed, corloc=0.5)
+
+  rows = study.run_study(str(tmp_path), cells, 'cmd', launch, jobs=2)
+  assert sorted((r['method'], r['seed']) for r in rows) == sorted(
+      (c[0], c[2]) for c in cells)
+  assert overlaps and not any(shared for _, _, shared in overlaps)  # Disjoint cores.
+  assert ('wildcat', 'wildcat_relative', False) not in overlaps
+  assert ('wildcat_relative', 'wildcat', False) not in overlaps
+  assert seen.index('wildcat_relative') > seen.index('wildcat')
+  assert study.core_shares(2, {0, 1, 2}) == [{0, 2}, {1}]
+  assert len(study.read_rows(os.path.join(tmp_path, study.CSV_NAME))) == 4
+
+
+def test_a_failed_parallel_cell_stops_the_study(tmp_path):
+  cells = [('wildcat', 0.5, s, 'validation', {}) for s in range(3)]
+
+  def launch(method, cue, seed, split, setting, cpus=None):
+    if seed == 1:
+      raise study.CellFailed('cell failed (exit 1); see its log.')
+    return _row(method, cue, seed, corloc=0.5)
+
+  with pytest.raises(study.CellFailed):
+    study.run_study(str(tmp_path), cells, 'cmd', launch, jobs=2)
+  kept = study.read_rows(os.path.join(tmp_path, study.CSV_NAME))
+  assert {int(r['seed']) for r in kept} <= {0, 2}  # What finished is kept for the resume.
