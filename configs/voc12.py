@@ -20,7 +20,8 @@ def get_config():
   config = ml_collections.ConfigDict()
 
   config.data = ml_collections.ConfigDict()
-  # 'voc/2007' | 'voc/2012' | 'parts' | 'wsol/cub' | 'wsol/ilsvrc' | 'wsol/openimages'
+  # 'voc/2007' | 'voc/2012' | 'caltech_birds2011' | 'parts' | 'wsol/cub' | 'wsol/ilsvrc' |
+  # 'wsol/openimages'
   config.data.dataset = 'voc/2012'
   config.data.train_split = 'train'
   config.data.eval_split = 'validation'

@@ -16,12 +16,12 @@ from excam_jax import inference
 from excam_jax import visualize
 from excam_jax.data import image_ops
 from excam_jax.data import pipeline
+from excam_jax.data import sources
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import evaluator
 from excam_jax.evaluation import parts
 from excam_jax.evaluation import report
-from excam_jax.evaluation import wsol_benchmark
 from excam_jax.models import map_transforms
 from excam_jax.runtime import files
 
@@ -51,7 +51,7 @@ def write_figures(out_dir, examples, class_names, per_class, dataset, threshold,
   original size (what the metrics scored), drawn scaled onto the model's input image; `heat`
   draws the maps on their own scale (visualize.heat_fn). The WSOL benchmark's single-label sets
   (hundreds of classes: no bars) show the top-1 class's map and boxes."""
-  single_label = dataset in wsol_benchmark.DATASETS
+  single_label = sources.is_benchmark(dataset)
   if not single_label:
     metric = report.bar_metric(dataset)
     runs = {'ours': per_class[metric]}

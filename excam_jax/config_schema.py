@@ -26,7 +26,7 @@ DEPTHS = (18, 34, 50, 101, 152)
 OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ('float32', 'bfloat16')
 # How convolutions and their gradients are computed (models/fastconv.py).
-CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
+CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul', 'onednn', 'onednn_mixed')
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine', 'step')
@@ -194,9 +194,9 @@ def validate_training(config):
   check_field(o.schedule in SCHEDULES, 'optim.schedule', o.schedule, f'one of {SCHEDULES}')
   new = {name: o.get(name, default) for name, default in OPTIM_DEFAULTS.items()}
   check_field(new['loss'] in LOSSES, 'optim.loss', new['loss'], f'one of {LOSSES}')
-  check_field(new['loss'] == 'bce' or config.data.dataset in wsol.DATASETS, 'optim.loss',
+  check_field(new['loss'] == 'bce' or sources.is_benchmark(config.data.dataset), 'optim.loss',
               new['loss'], "'bce' on multi-label data ('softmax' needs one class per image: "
-              f'a data set of {tuple(wsol.DATASETS)})')
+              f'a data set of {sources.BENCHMARKS})')
   check_field(isinstance(new['nesterov'], bool), 'optim.nesterov', new['nesterov'],
               'True or False')
   check_field(_is_int(new['decay_every_epochs']) and new['decay_every_epochs'] >= 1,

@@ -22,7 +22,8 @@ each the median of --steps calls. Variants:
               reorders them on every call (the default keeps XLA's NHWC: no activation reorder).
 Part `steps`: the jitted, donated train step of `default` (configs/synthetic.py's model, batch
 32, 96 px) and `r101` (configs/voc12.py's ResNet-101 ex-CAM, batch 8, 224 px) with
-conv_impl in ('onednn', 'auto', 'xla').
+conv_impl in ('onednn', 'onednn_mixed', 'auto', 'xla') ('onednn_mixed': oneDNN only where the
+layer timings favoured it, fastconv.mixed_plan).
 
 Every variant is compiled first, then the variants are timed in the order A B C A B C ...
 (--rounds times) and the median over rounds of each variant's per-round median is printed with
@@ -52,7 +53,7 @@ LAYERS = [('56x64->64 d1 s1', 56, 64, 64, 3, 1, 1), ('28x128->128 d1 s1', 28, 12
           ('56x128->128 d1 s2', 56, 128, 128, 3, 2, 1), ('stem 224x3->64 7x7 s2', 224, 3, 64, 7, 2, 1),
           ('56x256->64 1x1', 56, 256, 64, 1, 1, 1), ('28x512->1024 1x1 s2', 28, 512, 1024, 1, 2, 1)]
 LAYER_VARIANTS = ('onednn', 'auto', 'xla', 'onednn_ffi', 'onednn_any')
-STEP_VARIANTS = ('onednn', 'auto', 'xla')
+STEP_VARIANTS = ('onednn', 'onednn_mixed', 'auto', 'xla')
 # work: (config module, batch, image size, classes).
 WORKS = {'default': ('synthetic', 32, 96, 6), 'r101': ('voc12', 8, 224, 20)}
 

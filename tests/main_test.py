@@ -139,7 +139,8 @@ def test_evaluate_flag_errors(tmp_path, write_tiny_checkpoint):
 def test_prepare_flag_errors(tmp_path):
   (tmp_path / 'a_file').write_text('x')
   cases = [
-      (['--dataset=coco'], "--dataset must be 'voc/2007', 'voc/2012' or 'parts', not 'coco'"),
+      (['--dataset=coco'],
+       "--dataset must be 'voc/2007', 'voc/2012', 'caltech_birds2011' or 'parts', not 'coco'"),
       (['--dataset=voc/2007', f'--manual_dir={tmp_path / "none"}'], 'is not a folder'),
       (['--dataset=voc/2007', f'--data_dir={tmp_path / "a_file" / "tfds"}'],
        'cannot be written'),

@@ -302,3 +302,39 @@ def test_unavailable_extension_logs_once_and_keeps_xla(monkeypatch, caplog):
     assert "XLA's convolutions" in records[0].getMessage()
   finally:
     onednn._load.cache_clear()  # pylint: disable=protected-access
+
+
+def test_mixed_plan_follows_the_per_layer_timings():
+  # (forward by oneDNN, input gradient by oneDNN): stem both; strided 3x3 input gradient only;
+  # dilated both; a plain stride-1 3x3 neither.
+  assert fastconv.mixed_plan((7, 7, 3, 64), 2, 1) == (True, True)
+  assert fastconv.mixed_plan((3, 3, 64, 128), 2, 1) == (False, True)
+  assert fastconv.mixed_plan((3, 3, 256, 256), 1, 2) == (True, True)
+  assert fastconv.mixed_plan((3, 3, 64, 64), 1, 1) == (False, False)
+
+
+@needs_onednn
+@pytest.mark.parametrize('kernel,cin,cout,stride,dilation', [
+    (7, 3, 8, 2, 1), (3, 8, 16, 2, 1), (3, 16, 16, 1, 2), (3, 16, 16, 1, 1)])
+def test_mixed_matches_xla_and_calls_onednn_where_planned(kernel, cin, cout, stride, dilation):
+  rng = np.random.default_rng(kernel * cin + stride + dilation)
+  height, width = (23, 18) if kernel == 7 else (9, 8)
+  x = _random(rng, 2, height, width, cin)
+  w = _random(rng, kernel, kernel, cin, cout) / np.sqrt(kernel * kernel * cin)
+  padding = dilation * (kernel - 1) // 2
+  outs = []
+  for conv in (fastconv.xla_conv, fastconv.conv_mixed):
+    y, vjp = jax.vjp(lambda x, w, conv=conv: conv(x, w, stride, dilation, padding), x, w)
+    g = jnp.asarray(np.random.default_rng(1).normal(size=y.shape), jnp.float32)
+    outs.append((y, *vjp(g)))
+  for ref, got in zip(*outs):
+    assert _rel(ref, got) < 1e-5
+  forward, data = fastconv.mixed_plan(w.shape, stride, dilation)
+  fwd_text = str(jax.make_jaxpr(lambda x, w: fastconv.conv(x, w, stride, dilation, padding,
+                                                           'onednn_mixed'))(x, w))
+  assert ('excam_onednn_conv_forward' in fwd_text) == forward
+  grad_text = str(jax.make_jaxpr(jax.grad(
+      lambda x, w: fastconv.conv(x, w, stride, dilation, padding, 'onednn_mixed').sum(),
+      argnums=(0, 1)))(x, w))
+  assert ('excam_onednn_conv_backward_data' in grad_text) == data
+  assert 'excam_onednn_conv_backward_weights' not in grad_text  # Always XLA's.

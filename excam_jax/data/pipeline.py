@@ -1,5 +1,5 @@
-"""Training and evaluation batches from config.dataset ('voc/2007', 'voc/2012', 'parts' or the WSOL
-benchmark's 'wsol/cub', 'wsol/ilsvrc', 'wsol/openimages').
+"""Training and evaluation batches from config.dataset ('voc/2007', 'voc/2012', 'caltech_birds2011',
+'parts' or the WSOL benchmark's 'wsol/cub', 'wsol/ilsvrc', 'wsol/openimages').
 
 Every source gives a raw example stream in a fixed order (image_id = index in the split); all the
 randomness is keyed by the seed and by positions in that stream, which makes the batches
@@ -14,7 +14,8 @@ deterministic, exactly resumable and independent of how many processes share the
          batch E; process i keeps the same slice of every global batch.
 
 The parts data set runs in numpy (excam_jax.data.parts_pipeline) and never loads TensorFlow;
-VOC runs through tf.data (excam_jax.data.voc_pipeline), loaded on first use; the WSOL data sets
+VOC and caltech_birds2011 run through tf.data (excam_jax.data.tfds_pipeline, one path for every TFDS
+spec module), loaded on first use; the WSOL data sets
 run in numpy and Pillow (excam_jax.data.wsol). The data sets are the table data/sources.py
 SOURCES: a new one is a spec module plus one entry there.
 """

@@ -1,11 +1,14 @@
-r"""Prepares PASCAL VOC for TFDS from the original tars, offline, with progress bars.
+r"""Prepares the TFDS data sets, with progress bars: PASCAL VOC from the original tars, offline;
+CUB-200-2011 (caltech_birds2011) by TFDS's download.
 
-Command:
+Commands:
   python -m excam_jax.data.prepare --dataset=voc/2007 --manual_dir=DIR [--data_dir=TFDS_DIR]
+  python -m excam_jax.data.prepare --dataset=caltech_birds2011 [--data_dir=TFDS_DIR]
 
 DIR must hold VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar (voc/2007), or
-VOCtrainval_11-May-2012.tar and VOC2012test.tar (voc/2012). The built-in 'parts' data set needs
-no preparation: it is generated in memory when a run starts.
+VOCtrainval_11-May-2012.tar and VOC2012test.tar (voc/2012). caltech_birds2011 downloads about
+1.2 GB from data.caltech.edu (data/cub_tfds.py). The built-in 'parts' data set needs no
+preparation: it is generated in memory when a run starts.
 """
 
 import os
@@ -15,10 +18,12 @@ import ml_collections
 
 from excam_jax.runtime import cli
 from excam_jax.runtime import native
+from excam_jax.data import cub_tfds
 from excam_jax.data import voc_info
 from excam_jax.errors import UserError
 
-_DATASET = flags.DEFINE_string('dataset', 'voc/2012', "'voc/2007', 'voc/2012' or 'parts'.")
+_CHOICES = f"'voc/2007', 'voc/2012', '{cub_tfds.NAME}' or 'parts'"
+_DATASET = flags.DEFINE_string('dataset', 'voc/2012', _CHOICES + '.')
 _MANUAL_DIR = flags.DEFINE_string(
     'manual_dir', '', 'Folder holding the VOC tars; default <data_dir>/downloads/manual.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'TFDS data dir; default ~/tensorflow_datasets.')
@@ -50,8 +55,8 @@ def prepare(dataset, data_dir='', manual_dir=''):
   if dataset == 'parts':
     print('parts is generated in memory when a run starts: nothing to prepare.')
     return
-  if dataset not in voc_info.TARS:
-    raise UserError(f"--dataset must be 'voc/2007', 'voc/2012' or 'parts', not {dataset!r}.")
+  if dataset not in voc_info.TARS and dataset != cub_tfds.NAME:
+    raise UserError(f'--dataset must be {_CHOICES}, not {dataset!r}.')
   _check_paths(data_dir, manual_dir)
   cli.import_tensorflow()  # Quietly, before voc imports it.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
@@ -63,6 +68,16 @@ def prepare(dataset, data_dir='', manual_dir=''):
     prepared = voc.is_prepared(builder)
   if prepared:
     print(f'{dataset} is already prepared in {builder.data_dir}.')
+  elif dataset == cub_tfds.NAME:
+    print(f'Downloading and preparing {dataset} (about 1.2 GB; extraction takes minutes).')
+    tfds.enable_progress_bar()
+    try:
+      builder.download_and_prepare()
+    except OSError as error:  # Also requests' connection errors.
+      first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+      raise UserError(f'Downloading {dataset} failed ({first_line}); check the network '
+                      'connection and rerun the command.') from error
+    print(f'wrote {dataset} to {builder.data_dir}.')
   else:
     directory = voc.manual_dir(config)
     voc.check_tars(builder, directory)

@@ -6,6 +6,10 @@ An example entering these functions holds:
   box_labels     int32 (n,).
   box_difficult  bool (n,).
   image_id       int32 scalar.
+and may hold (single-label TFDS sets, data/cub_tfds.py):
+  class_id           int32 scalar, passed through.
+  segmentation_mask  scalar string: the encoded mask (PNG, one channel), dropped from the output;
+                     decoded into object_mask when `prepare_example(object_masks=True)`.
 Normalised boxes do not change under an anisotropic resize, so only the flip touches them.
 """
 
@@ -15,6 +19,9 @@ from excam_jax.data import image_ops
 
 IMAGENET_MEAN, IMAGENET_STD = image_ops.IMAGENET_MEAN, image_ops.IMAGENET_STD
 normalize, denormalize = image_ops.normalize, image_ops.denormalize
+# A segmentation mask's pixel is object from this grey level on (half of 255: a binary 0/255 mask
+# keeps its objects; a soft one its majority).
+MASK_THRESHOLD = 128
 
 
 def decode_image(example):
@@ -46,6 +53,33 @@ def from_one_based_corners(example):
   shift = tf.stack([1.0 / size[0], 1.0 / size[1], 0.0, 0.0])
   example['boxes'] = tf.maximum(tf.cast(example['boxes'], tf.float32) - shift, 0.0)
   return example
+
+
+def from_inclusive_maxima(example):
+  """Moves ymax, xmax from inclusive pixel indices to the package's edges, one pixel further.
+
+  TFDS stores a CUB-200-2011 box as (y/H, x/W, (y+h)/H, (x+w)/W) from bounding_boxes.txt's x, y,
+  width, height; wsolevaluation's metadata lists the same box as the inclusive pixels x0 = x,
+  x1 = x + w (and scores it so). In the package's convention that box is (y/H, x/W, (y+h+1)/H,
+  (x+w+1)/W), clipped to the image. Needs orig_size (after decoding).
+  """
+  example = dict(example)
+  size = tf.cast(example['orig_size'], tf.float32)
+  shift = tf.stack([0.0, 0.0, 1.0 / size[0], 1.0 / size[1]])
+  example['boxes'] = tf.minimum(tf.cast(example['boxes'], tf.float32) + shift, 1.0)
+  return example
+
+
+def object_mask(encoded, size, threshold=MASK_THRESHOLD):
+  """uint8 (size, size) of an encoded one-channel mask: 1 where it is >= threshold, 0 elsewhere.
+
+  Nearest neighbour without half-pixel centres: output row o reads row floor(o * H / size), as
+  cv2.resize with INTER_NEAREST (wsolevaluation's get_mask; data/wsol.py `_nearest`).
+  """
+  mask = tf.io.decode_image(encoded, channels=1, expand_animations=False)
+  mask = tf.raw_ops.ResizeNearestNeighbor(images=mask[None], size=[size, size],
+                                          align_corners=False, half_pixel_centers=False)
+  return tf.cast(mask[0, :, :, 0] >= threshold, tf.uint8)
 
 
 def resize(example, size):
@@ -126,7 +160,7 @@ def pad_boxes(example, max_boxes):
 
 
 def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed=None,
-                    one_based_boxes=False):
+                    one_based_boxes=False, inclusive_maxima=False, object_masks=False):
   """Full per-example preprocessing to the batch format of `excam_jax.data` (mask included).
 
   Args:
@@ -138,13 +172,24 @@ def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed
     flip_seed: (2,) int stateless seed for the random horizontal flip; None for evaluation.
     one_based_boxes: the boxes' minima are 1-based pixel indices (TFDS VOC), see
       `from_one_based_corners`.
+    inclusive_maxima: the boxes' maxima are inclusive pixel indices (TFDS CUB), see
+      `from_inclusive_maxima`.
+    object_masks: decode example['segmentation_mask'] into object_mask, uint8 (S, S) (evaluation;
+      the mask is not flipped). The encoded mask is dropped either way.
 
   Returns:
-    A dict with image, label, ignore, boxes, box_labels, box_difficult, orig_size, image_id, mask.
+    A dict with image, label, ignore, boxes, box_labels, box_difficult, orig_size, image_id, mask
+    (and class_id, object_mask when asked for, if the example has them).
   """
+  example = dict(example)
+  encoded_mask = example.pop('segmentation_mask', None)
   example = decode_image(example) if encoded else set_orig_size(example)
   if one_based_boxes:
     example = from_one_based_corners(example)
+  if inclusive_maxima:
+    example = from_inclusive_maxima(example)
+  if object_masks:
+    example['object_mask'] = object_mask(encoded_mask, size)
   example = resize(example, size)
   if flip_seed is not None:
     example = random_flip(example, flip_seed)
@@ -153,5 +198,7 @@ def prepare_example(example, *, size, num_classes, max_boxes, encoded, flip_seed
   example = pad_boxes(example, max_boxes)
   example['orig_size'] = tf.cast(example['orig_size'], tf.int32)
   example['image_id'] = tf.cast(example['image_id'], tf.int32)
+  if 'class_id' in example:
+    example['class_id'] = tf.cast(example['class_id'], tf.int32)
   example['mask'] = tf.constant(1.0, tf.float32)
   return example

@@ -2,7 +2,8 @@
 
 The TFDS builder `voc/2007` or `voc/2012` prepares the data from the tars placed in the manual dir
 (no network). Raw examples keep the image encoded, so that shuffling, skipping and splitting over
-processes never decode an image that is not used.
+processes never decode an image that is not used. A TFDS spec module of data/tfds_pipeline.py
+(STREAM, raw_split).
 """
 
 import os
@@ -16,6 +17,9 @@ from excam_jax.errors import UserError
 
 CLASS_NAMES, TARS, SPLITS, MAX_BOXES = (voc_info.CLASS_NAMES, voc_info.TARS, voc_info.SPLITS,
                                        voc_info.MAX_BOXES)
+# preprocess.prepare_example's options for these streams (data/tfds_pipeline.py).
+STREAM = {'num_classes': len(CLASS_NAMES), 'max_boxes': MAX_BOXES, 'encoded': True,
+          'one_based_boxes': True}
 
 
 def data_dir(config):
@@ -127,3 +131,10 @@ def raw_dataset(builder, split):
   if num < 0:  # Unknown cardinality: count records, which reads but never decodes images.
     num = int(ds.reduce(0, lambda n, _: n + 1))
   return ds.enumerate().map(_to_raw), num
+
+
+def raw_split(config, split):
+  """(raw examples, count) of the config split `split` of config.data.dataset (prepares VOC from
+  local tars when needed)."""
+  split = tfds_split(config.data.dataset, split)
+  return raw_dataset(load_builder(config), split)

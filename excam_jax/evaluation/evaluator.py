@@ -19,8 +19,9 @@ Difficult objects: the AP metrics ignore them (VOC rules); CorLoc, expansion and
 the (image, class) samples whose objects of that class are all difficult, and a sample they keep
 is scored against all of its class's boxes (a difficult one is still that object).
 
-The WSOL benchmark's data sets ('wsol/...') are scored by wsol_benchmark.Scorer instead, under
-wsolevaluation's protocol (make_scorer picks the accumulator by data set).
+The WSOL benchmark's data sets ('wsol/...', 'caltech_birds2011': those data/sources.py marks
+`benchmark`) are scored by wsol_benchmark.Scorer instead, under wsolevaluation's protocol
+(make_scorer picks the accumulator by data set).
 
 Boxes come from the one path of boxes.py: the class map upsampled to the original image size
 (`Protocol.box_grid=None`, the default of every final evaluation), thresholded, 8-connected
@@ -36,6 +37,7 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from excam_jax.data import sources
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
@@ -347,9 +349,9 @@ def close_pool(pool, failed):
 def make_scorer(class_names, protocol=Protocol(), localization=True, pool=None, dataset=None,
                 eval_config=None):
   """The accumulator of `dataset`: a wsol_benchmark.Scorer (its protocol from the config's
-  `eval_config`) for the WSOL benchmark's data sets, an Evaluator(class_names, protocol, ...)
-  for the others."""
-  if dataset in wsol_benchmark.DATASETS:
+  `eval_config`) for the WSOL benchmark's data sets (sources.is_benchmark), an
+  Evaluator(class_names, protocol, ...) for the others."""
+  if sources.is_benchmark(dataset):
     return wsol_benchmark.Scorer(class_names, wsol_benchmark.Protocol.from_config(eval_config),
                                  localization, pool)
   return Evaluator(class_names, protocol, localization, pool)

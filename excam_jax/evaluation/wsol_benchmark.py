@@ -1,10 +1,13 @@
 """The WSOL benchmark's scores, as clovaai/wsolevaluation computes them, on its data sets.
 
 config.data.dataset 'wsol/cub' and 'wsol/ilsvrc' (boxes): MaxBoxAccV2, GT-known Loc, Top-1 Loc and
-top-1 accuracy; 'wsol/openimages' (masks): PxAP and top-1 accuracy. `Scorer` is an accumulator
-like evaluator.Evaluator (add(batch, logits, class_maps), compute()), which evaluator.make_scorer
-picks for these data sets. As wsolevaluation (inference.py CAMComputer), every image is scored with
-the class map of its ground-truth class (batch['class_id']), whatever the model predicts:
+top-1 accuracy; 'wsol/openimages' (masks): PxAP and top-1 accuracy; 'caltech_birds2011' (CUB
+through TFDS, boxes and masks): all of them. `Scorer` is an accumulator like evaluator.Evaluator
+(add(batch, logits, class_maps), compute()), which evaluator.make_scorer picks for the data sets
+data/sources.py marks `benchmark`. A batch is scored on its masks when it has object_mask and on
+its boxes when it has no object_mask or has boxes (box_labels >= 0). As wsolevaluation
+(inference.py CAMComputer), every image is scored with the class map of its ground-truth class
+(batch['class_id']), whatever the model predicts:
 
   boxes: wsolevaluation.best_iou_per_threshold of that map (resized to 224 x 224 with cv2 cubic,
     min-max normalised, uint8, thresholds np.arange(0, 1, cam_curve_interval), the boxes of every
@@ -32,13 +35,10 @@ from typing import NamedTuple
 import numpy as np
 
 from excam_jax import config_schema
-from excam_jax.data import wsol as wsol_data
 from excam_jax.errors import UserError
 from excam_jax.evaluation import boxes as boxlib
 from excam_jax.evaluation import metrics
 from excam_jax.evaluation import wsolevaluation
-
-DATASETS = tuple(wsol_data.DATASETS)
 
 
 class Protocol(NamedTuple):
@@ -103,7 +103,8 @@ class Scorer:
     self.top1_known = np.zeros(len(self.thresholds), np.int64)
     self.pxap = [metrics.PxAP(protocol.cam_curve_interval) for _ in range(self.num_classes)]
     self.sweeps = []
-    self.masks = False
+    self.masks = False  # Some batch was scored on its masks (PxAP).
+    self.boxes = False  # Some batch was scored on its boxes (MaxBoxAcc, GT-known, Top-1 Loc).
 
   def add(self, batch, logits, class_maps):
     """Adds one batch (rows with mask 0 are skipped) and the model's outputs on all its rows."""
@@ -126,7 +127,9 @@ class Scorer:
       self.masks = True
       for cam, mask, c, i in zip(cams, np.asarray(batch['object_mask'])[valid], classes, image_ids):
         self.pxap[c].accumulate(cam, mask, where=f'image {i} (line {i + 1} of image_ids.txt)')
-      return
+      if 'box_labels' not in batch or not np.any(np.asarray(batch['box_labels'])[valid] >= 0):
+        return  # Masks only (OpenImages).
+    self.boxes = True
     size = np.asarray(batch['orig_size'])[valid]  # (height, width)
     labels = np.asarray(batch['box_labels'])[valid]
     pixels = boxlib.normalized_to_pixels(np.asarray(batch['boxes'])[valid], size[:, :1],
@@ -159,7 +162,7 @@ class Scorer:
                                        sum(a.false_hist for a in scored))['pxap']
       per_class['pxap'] = [a.compute()['pxap'] if a.true_hist.sum() else np.nan
                            for a in self.pxap]
-    elif self.localization:
+    if self.localization and self.boxes:
       self._sweep_counts()
       accuracy = self.correct / count  # (deltas, thresholds)
       best = accuracy.argmax(axis=1)

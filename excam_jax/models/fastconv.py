@@ -17,6 +17,10 @@ implementations, picked by `impl`:
   backward-data and backward-weights primitives through the XLA FFI (`onednn`, CPU only, built on
   first use). Where the extension is unavailable (logged once), or on another backend, or in
   another dtype, XLA's convolution instead.
+* 'onednn_mixed': oneDNN only where its per-layer timings beat XLA's on a 2-core AVX2 CPU
+  (PERFORMANCE.md section 8; `mixed_plan`): the forward of stems (7 x 7) and dilated layers, the
+  input gradient of stems, strided and dilated layers; XLA's forward elsewhere and XLA's weight
+  gradient everywhere. Falls back as 'onednn' does.
 * 'auto': `AUTO_CPU` ('dot1x1') on CPU, 'xla' on every other backend (decided when the model is
   traced).
 
@@ -40,7 +44,7 @@ from jax import lax
 from excam_jax import config_schema
 from excam_jax.models import onednn
 
-IMPLS = config_schema.CONV_IMPLS  # ('auto', 'xla', 'dot1x1', 'matmul', 'onednn')
+IMPLS = config_schema.CONV_IMPLS  # ('auto', 'xla', 'dot1x1', 'matmul', 'onednn', 'onednn_mixed')
 _DIMS = ('NHWC', 'HWIO', 'NHWC')
 # What 'auto' is on CPU. 'onednn' waits for experiments/bench_onednn.py's timings.
 AUTO_CPU = 'dot1x1'
@@ -49,18 +53,19 @@ AUTO_CPU = 'dot1x1'
 def resolve_impl(impl):
   """The implementation `impl` stands for on the default backend.
 
-  'auto' -> `AUTO_CPU` on CPU, 'xla' elsewhere; 'onednn' -> 'xla' off CPU and 'dot1x1' on a CPU
-  where the extension is unavailable (building it here on first use); others as they are.
+  'auto' -> `AUTO_CPU` on CPU, 'xla' elsewhere; 'onednn' and 'onednn_mixed' -> 'xla' off CPU and
+  'dot1x1' on a CPU where the extension is unavailable (building it here on first use); others
+  as they are.
   """
   if impl not in IMPLS:
     raise ValueError(f'conv implementation must be one of {IMPLS}, got {impl!r}.')
   on_cpu = jax.default_backend() == 'cpu'
   if impl == 'auto':
     impl = AUTO_CPU if on_cpu else 'xla'
-  if impl == 'onednn':
+  if impl in ('onednn', 'onednn_mixed'):
     if not on_cpu:
       return 'xla'
-    return 'onednn' if onednn.unavailable_reason() is None else 'dot1x1'
+    return impl if onednn.unavailable_reason() is None else 'dot1x1'
   return impl
 
 
@@ -167,6 +172,45 @@ def _onednn_bwd(stride, dilation, padding, residuals, g):
 conv_onednn.defvjp(_onednn_fwd, _onednn_bwd)
 
 
+def mixed_plan(kernel_shape, stride, dilation):
+  """(forward by oneDNN, input gradient by oneDNN) of a k x k layer under 'onednn_mixed'; the
+  weight gradient is always XLA's (oneDNN's stride-1 weight gradients ran at 0.57-0.79x XLA's).
+
+  From bench_onednn.py's per-layer timings (PERFORMANCE.md section 8): oneDNN's forward won on
+  the 7 x 7 stem (2x) and on dilated layers (1.2-1.3x); its input gradient on the stem (1.85x),
+  on stride-2 layers (1.67x) and on dilated ones (1.2-1.3x).
+  """
+  stem = kernel_shape[0] >= 7
+  return stem or dilation > 1, stem or stride > 1 or dilation > 1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_mixed(x, kernel, stride, dilation, padding):
+  """float32 convolution computed by oneDNN or XLA part by part, as `mixed_plan` says."""
+  return _mixed_fwd(x, kernel, stride, dilation, padding)[0]
+
+
+def _mixed_fwd(x, kernel, stride, dilation, padding):
+  forward, _ = mixed_plan(kernel.shape, stride, dilation)
+  y = (onednn.conv_forward(x, kernel, stride, dilation, padding) if forward
+       else xla_conv(x, kernel, stride, dilation, padding))
+  return y, (x, kernel)
+
+
+def _mixed_bwd(stride, dilation, padding, residuals, g):
+  x, kernel = residuals
+  _, data = mixed_plan(kernel.shape, stride, dilation)
+  # XLA's gradients of its own convolution; under jit the unused one is never computed.
+  _, vjp = jax.vjp(lambda a, w: xla_conv(a, w, stride, dilation, padding), x, kernel)
+  dx_xla, dkernel = vjp(g)
+  dx = (onednn.conv_backward_data(g, kernel, x.shape, stride, dilation, padding) if data
+        else dx_xla)
+  return dx, dkernel
+
+
+conv_mixed.defvjp(_mixed_fwd, _mixed_bwd)
+
+
 def conv(x, kernel, stride=1, dilation=1, padding=0, impl='auto'):
   """NHWC x HWIO convolution with symmetric integer padding, by the chosen implementation."""
   impl = resolve_impl(impl)
@@ -178,7 +222,9 @@ def conv(x, kernel, stride=1, dilation=1, padding=0, impl='auto'):
     return conv_1x1(x, kernel, stride)
   if impl == 'onednn' and x.dtype == kernel.dtype == jnp.float32:
     return conv_onednn(x, kernel, stride, dilation, padding)
-  if impl in ('dot1x1', 'onednn'):
+  if impl == 'onednn_mixed' and x.dtype == kernel.dtype == jnp.float32:
+    return conv_mixed(x, kernel, stride, dilation, padding)
+  if impl in ('dot1x1', 'onednn', 'onednn_mixed'):
     return xla_conv(x, kernel, stride, dilation, padding)
   return conv_matmul_grads(x, kernel, stride, dilation, padding)
 

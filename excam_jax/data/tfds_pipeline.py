@@ -1,46 +1,46 @@
-"""VOC batches through tf.data (see excam_jax.data.pipeline for the order's rules).
+"""Batches of the TFDS data sets through tf.data: VOC (data/voc.py) and CUB-200-2011
+(data/cub_tfds.py). See excam_jax.data.pipeline for the order's rules.
 
-Loaded only for a VOC run: it imports TensorFlow. The raw stream keeps images encoded, so
+Loaded only for these data sets: it imports TensorFlow. The raw stream keeps images encoded, so
 shuffling, skipping and splitting over processes never decode an image that is not used.
+
+A TFDS spec module gives:
+  STREAM                    preprocess.prepare_example's options for its examples (num_classes,
+                            max_boxes, encoded and the box conventions);
+  raw_split(config, split)  (raw examples in a fixed order, as excam_jax.data.preprocess takes
+                            them, image_id their index; their count) of a config split name; a
+                            split that is not there or data that is not prepared: UserError.
+A raw stream with a segmentation_mask field gets object_mask in its evaluation batches (padding
+rows all 0) and class_id passes through (padding rows -1). `Batches(spec)` is the interface
+data/sources.py asks of a data set (train_batches, eval_batches) plus split_sizes.
 """
 
 import math
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
 
 from excam_jax.data import preprocess
-from excam_jax.data import voc
 from excam_jax.errors import UserError
-
-
 
 
 class _Source(NamedTuple):
   raw: tf.data.Dataset  # Raw examples in a fixed order (see excam_jax.data.preprocess).
   num_examples: int
-  num_classes: int
-  encoded: bool  # Whether raw images are encoded bytes.
-  max_boxes: int
-  one_based_boxes: bool = False  # TFDS VOC: ymin/xmin are 1-based pixel indices over H / W.
+  options: dict  # preprocess.prepare_example's options (the spec's STREAM).
 
 
-def _source(config, split):
+def _source(spec, config, split):
   """The raw example stream of one split of config.data.dataset."""
-  if config.data.dataset in voc.TARS:
-    split = voc.tfds_split(config.data.dataset, split)
-    raw, num = voc.raw_dataset(voc.load_builder(config), split)
-    return _Source(raw, num, len(voc.CLASS_NAMES), True, voc.MAX_BOXES, one_based_boxes=True)
-  raise UserError(f"config.data.dataset must be 'voc/2007', 'voc/2012' or 'parts', "
-                  f'not {config.data.dataset!r}.')
+  raw, num = spec.raw_split(config, split)
+  return _Source(raw, num, dict(spec.STREAM))
 
 
-def split_sizes(config):
-  """(train, eval) example counts of a VOC config (prepares VOC from local tars if needed)."""
-  builder = voc.load_builder(config)
-  return tuple(voc.raw_dataset(builder, voc.tfds_split(config.data.dataset, s))[1]
+def split_sizes(spec, config):
+  """(train, eval) example counts of a config (prepares VOC from local tars if needed)."""
+  return tuple(spec.raw_split(config, s)[1]
                for s in (config.data.train_split, config.data.eval_split))
 
 
@@ -73,10 +73,10 @@ def _epoch_seed(seed, epoch):
   return tf.cast(seed, tf.int64) * 1_000_003 + epoch
 
 
-def train_batches(config, local, *, start_step, process_index):
+def train_batches(spec, config, local, *, start_step, process_index):
   """Infinite iterator of this process's training batches (`local` examples each)."""
   global_batch = config.train.batch_size
-  source = _source(config, config.data.train_split)
+  source = _source(spec, config, config.data.train_split)
   start = start_step * global_batch
   first_epoch, offset = divmod(start, source.num_examples)
   buffer = max(1, min(config.data.shuffle_buffer, source.num_examples))
@@ -87,10 +87,8 @@ def train_batches(config, local, *, start_step, process_index):
 
   def prepare(position, example):
     return preprocess.prepare_example(
-        example, size=config.data.image_size, num_classes=source.num_classes,
-        max_boxes=source.max_boxes, encoded=source.encoded,
-        one_based_boxes=source.one_based_boxes,
-        flip_seed=tf.stack([tf.cast(config.train.seed, tf.int64), position]))
+        example, size=config.data.image_size,
+        flip_seed=tf.stack([tf.cast(config.train.seed, tf.int64), position]), **source.options)
 
   ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(epoch)
   ds = ds.skip(offset).enumerate(start)
@@ -101,27 +99,29 @@ def train_batches(config, local, *, start_step, process_index):
 
 
 def _padding_example(element_spec):
-  """A mask-0 example matching element_spec: zeros, with box_labels and image_id -1."""
+  """A mask-0 example matching element_spec: zeros (object_mask too), with box_labels, image_id
+  and class_id -1."""
   pad = {k: tf.zeros(s.shape, s.dtype) for k, s in element_spec.items()}
-  pad['box_labels'] = -tf.ones_like(pad['box_labels'])
-  pad['image_id'] = -tf.ones_like(pad['image_id'])
+  for key in ('box_labels', 'image_id', 'class_id'):
+    if key in pad:
+      pad[key] = -tf.ones_like(pad[key])
   return pad
 
 
-def eval_batches(config, split, local, *, process_index):
+def eval_batches(spec, config, split, local, *, process_index):
   """Every example of `split` once, padded with mask-0 examples to whole global batches."""
   global_batch = config.eval.batch_size
-  source = _source(config, split)
+  source = _source(spec, config, split)
   total = math.ceil(source.num_examples / global_batch) * global_batch
 
   def mine(p):
     return (p % global_batch) // local == process_index
 
+  masks = 'segmentation_mask' in source.raw.element_spec
+
   def prepare(_, example):
-    return preprocess.prepare_example(
-        example, size=config.data.image_size, num_classes=source.num_classes,
-        max_boxes=source.max_boxes, encoded=source.encoded,
-        one_based_boxes=source.one_based_boxes)
+    return preprocess.prepare_example(example, size=config.data.image_size,
+                                      object_masks=masks, **source.options)
 
   real = source.raw.enumerate().filter(lambda p, _: mine(p))
   real = real.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
@@ -129,3 +129,18 @@ def eval_batches(config, split, local, *, process_index):
   padding = tf.data.Dataset.range(source.num_examples, total).filter(mine).map(lambda _: pad)
   ds = real.concatenate(padding).batch(local).prefetch(2)
   return _numpy_batches(ds, f'{config.data.dataset} {split}')
+
+
+class Batches(NamedTuple):
+  """The batches of one TFDS spec module: what data/sources.py asks of a data set."""
+  spec: Any
+
+  def train_batches(self, config, local, *, start_step, process_index):
+    return train_batches(self.spec, config, local, start_step=start_step,
+                         process_index=process_index)
+
+  def eval_batches(self, config, split, local, *, process_index):
+    return eval_batches(self.spec, config, split, local, process_index=process_index)
+
+  def split_sizes(self, config):
+    return split_sizes(self.spec, config)
