@@ -12,6 +12,14 @@ The protocol (SPEC.md section 8, after Choe et al., CVPR 2020, "Evaluating WSOL 
       --split=test --methods=cam,wildcat,excam --body_cue=0.5,1 --seeds=0,1,2,3,4,5,6,7
   # Smoke test (short runs, two methods, the first and the last level; not science):
   python experiments/study.py --workdir=runs/study_quick --quick --seeds=0,1
+  # The WSOL benchmark (clovaai/wsolevaluation's protocol): choices on 'val', report on 'test',
+  # primary endpoint MaxBoxAccV2 (PxAP on OpenImages); no body_cue levels there.
+  python experiments/study.py --tune --config=configs/cub.py --workdir=runs/cub_tuned \
+      --set='data.wsol.data_root="DATA",data.wsol.metadata_root="METADATA"' \
+      --methods=cam,wildcat,excam --seeds=100
+  python experiments/study.py --config=configs/cub.py --workdir=runs/cub_tuned \
+      --choices=runs/cub_tuned/choices.json --split=test --methods=cam,wildcat,excam --seeds=200 \
+      --set='data.wsol.data_root="DATA",data.wsol.metadata_root="METADATA"'
 
 The primary endpoint, declared before any cell of the tuned study ran: PRIMARY = CorLoc (exact
 scoring at the original image size, non-difficult objects; excam_jax/evaluation/evaluator.py).
@@ -37,6 +45,7 @@ method tunes cannot be set this way).
 import argparse
 import concurrent.futures
 import csv
+import importlib.util
 import io
 import itertools
 import json
@@ -70,11 +79,20 @@ QUICK = {'data.parts.num_train': 384, 'data.parts.num_eval': 96, 'train.num_epoc
          'train.checkpoint_every_steps': 24, 'train.log_every_steps': 12}
 QUICK_CUES = 2  # --quick runs the first and the last of the --body_cue levels.
 QUICK_METHODS = ('wildcat', 'excam')  # --quick's methods unless --methods names others.
-SPLITS = ('validation', 'test')
+SPLITS = ('validation', 'test')  # Roles: 'validation' is the data set's selection split (SELECTION).
+DEFAULT_CONFIG = 'configs/synthetic.py'
+BASE = DEFAULT_CONFIG  # This study's --config (set by main, passed on to each cell's process).
+# The selection split of a data set whose split names differ from the parts data set's.
+SELECTION = {'wsol/cub': 'val', 'wsol/ilsvrc': 'val', 'wsol/openimages': 'val',
+             'caltech_birds2011': 'val'}
+# The primary endpoint of a study on another data set (wsolevaluation's: MaxBoxAccV2 with boxes,
+# PxAP with masks); the parts data set's is PRIMARY, declared above.
+PRIMARY_OF = {'wsol/cub': 'maxboxaccv2', 'wsol/ilsvrc': 'maxboxaccv2', 'wsol/openimages': 'pxap',
+              'caltech_birds2011': 'maxboxaccv2'}
 METRICS = ('classification_map', 'corloc', 'maxboxacc', 'maxboxaccv2', 'localization_ap',
            'pointwise_ap', 'pxap', 'parts_body_coverage', 'parts_part_coverage',
            'parts_background_activation', 'parts_argmax_in', 'parts_argmax_body',
-           'parts_argmax_outside')
+           'parts_argmax_outside', 'top1_loc', 'gt_known_loc', 'top1_accuracy')
 TEXT_COLUMNS = ('method', 'split', 'setting')
 # cores: the CPU cores of the process that trained the cell (XLA's thread pool: one and two
 # threads round differently, so a cell's numbers depend on it as on the machine; NaN in rows
@@ -156,13 +174,14 @@ def paired_differences(rows, metric, method, baseline=BASELINE):
   return out
 
 
-def best_baseline(rows, cue, metric=PRIMARY):
+def best_baseline(rows, cue, metric=None):
   """The baseline (BASELINES) with the highest mean `metric` at `cue` among the rows, or
   BASELINE when none of them ran there (then possibly absent too).
 
   Taking the best on the reported rows themselves can only favour the baseline: a claim against
-  it is conservative.
+  it is conservative. `metric`: PRIMARY if None.
   """
+  metric = metric or PRIMARY
   means = {m: stats.mean_ci([r[metric] for r in rows if r['method'] == m
                              and float(r['body_cue']) == cue])[0] for m in BASELINES}
   means = {m: v for m, v in means.items() if math.isfinite(v)}
@@ -233,10 +252,12 @@ def markdown(rows, level=0.95, metrics=TABLE_METRICS):
   return '\n'.join(lines)
 
 
-def choose(rows, metric=PRIMARY):
+def choose(rows, metric=None):
   """The tuned choices: {method: {body_cue text: setting}} maximising the mean `metric` over the
   seeds of each setting (a NaN counts as 0: a failed run is no better); among settings that ran
-  on fewer seeds than the method's most, none is chosen; ties go to the earlier grid entry."""
+  on fewer seeds than the method's most, none is chosen; ties go to the earlier grid entry.
+  `metric`: PRIMARY if None."""
+  metric = metric or PRIMARY
   out = {}
   for method in _methods_in(rows):
     for cue in sorted({float(r['body_cue']) for r in rows if r['method'] == method}):
@@ -380,15 +401,39 @@ def tuning_seeds(choices_path):
 # ------------------------------------------------------------------------------------------------
 # One cell (run in its own process).
 
-def cell_config(method, cue, seed, quick, extra=(), setting=None):
-  """configs/synthetic.py with the cell's overrides (CELL or QUICK, the method's, the level and
-  seed, --set's, then the setting's)."""
-  from configs import synthetic  # pylint: disable=g-import-not-at-top
-  config = synthetic.get_config()
-  overrides = dict(QUICK if quick else CELL)
+def load_config(path=DEFAULT_CONFIG):
+  """get_config() of a config file (a path from the repository or the working directory)."""
+  full = path if os.path.isabs(path) or os.path.exists(path) else os.path.join(REPO, path)
+  spec = importlib.util.spec_from_file_location('_study_base_config', full)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def on_parts(config):
+  """Whether a base config trains on the parts data set (levels, CELL and QUICK apply)."""
+  return config.data.dataset == 'parts'
+
+
+def set_primary(dataset):
+  """The study's primary endpoint for `dataset`: PRIMARY (CorLoc) on parts and VOC, PRIMARY_OF's
+  on the WSOL benchmark's sets."""
+  global PRIMARY  # pylint: disable=global-statement
+  PRIMARY = PRIMARY_OF.get(dataset, 'corloc')
+  return PRIMARY
+
+
+def cell_config(method, cue, seed, quick, extra=(), setting=None, base=None):
+  """The base config (configs/synthetic.py unless --config) with the cell's overrides: on the
+  parts data set CELL or QUICK, the level and the data seed; then the method's, the training
+  seed, --set's and the setting's. `base`: the --config of this study (BASE) if None."""
+  config = load_config(base or BASE)
+  parts = on_parts(config)
+  overrides = dict(QUICK if quick else CELL) if parts else {}
   overrides.update(METHODS[method])
-  overrides.update({'data.parts.body_cue': float(cue), 'train.seed': int(seed),
-                    'data.parts.seed': int(seed)})
+  overrides['train.seed'] = int(seed)
+  if parts:
+    overrides.update({'data.parts.body_cue': float(cue), 'data.parts.seed': int(seed)})
   overrides.update(dict(extra))
   overrides.update(setting or {})
   for field, value in overrides.items():
@@ -451,12 +496,14 @@ def run_cell(method, cue, seed, workdir, quick, extra, split='validation', setti
                                        training_part(setting))
   from excam_jax import checkpoint_eval  # pylint: disable=g-import-not-at-top
   fields = dict(METHODS[method], **setting)
+  dataset = load_config(BASE).data.dataset
+  scored = SELECTION.get(dataset, split) if split == 'validation' else split
   expansion = {k.split('.', 1)[1]: v for k, v in fields.items() if k.startswith('eval.')}
   model = {k.split('.', 1)[1]: v for k, v in fields.items() if k in INFERENCE_MODEL_FIELDS}
   own_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting))
   start = time.perf_counter()
   out_dir = checkpoint_eval.evaluate_checkpoint(
-      run_dir, split=split, figures=0, expansion=expansion, model_overrides=model or None,
+      run_dir, split=scored, figures=0, expansion=expansion, model_overrides=model or None,
       output=os.path.join(own_dir, 'eval' if split == 'validation' else f'eval_{split}'),
       # AdvCAM and AdvCAM + the relative rule climb once per training.
       outputs_cache=(os.path.join(run_dir, 'outputs')
@@ -543,6 +590,11 @@ def main():
   parser.add_argument('--body_cue', default='0,0.25,0.5,1', help='comma list of levels in [0, 1]')
   parser.add_argument('--seeds', default='0,1,2', help='comma list of seeds')
   parser.add_argument('--workdir', required=True)
+  parser.add_argument('--config', default=DEFAULT_CONFIG,
+                      help='the base config of every cell (default: the parts data set). On the '
+                      "WSOL benchmark's sets (configs/cub.py, ...) there are no levels (--body_cue "
+                      "is ignored), tuning scores their 'val' split and the primary endpoint is "
+                      'MaxBoxAccV2 (PxAP on OpenImages)')
   parser.add_argument('--tune', action='store_true',
                       help='run every setting of each method\'s search space (GRIDS) on the '
                       'validation split; writes tuning.csv, tuning.md and choices.json')
@@ -558,6 +610,16 @@ def main():
   args = parser.parse_args()
   workdir = os.path.abspath(args.workdir)
   extra = _parse_extra(args.set)
+  global BASE  # pylint: disable=global-statement
+  BASE = args.config
+  try:
+    base = load_config(BASE)
+  except (OSError, AttributeError, SyntaxError, ImportError) as err:
+    parser.error(f'cannot read --config={args.config} ({err}); pass a config file such as '
+                 'configs/cub.py')
+  set_primary(base.data.dataset)
+  if not on_parts(base):
+    args.body_cue = '0'  # No levels off the parts data set: one column, body_cue 0.
   if args.cell:
     cell = json.loads(args.cell)
     row = run_cell(cell['method'], float(cell['cue']), int(cell['seed']), workdir, args.quick,
@@ -598,7 +660,7 @@ def launch_cell(method, cue, seed, split, setting, workdir, quick, extra_text, c
   cell = json.dumps({'method': method, 'cue': cue, 'seed': seed, 'split': split,
                      'setting': setting})
   cmd = [sys.executable, os.path.abspath(__file__), f'--cell={cell}', f'--workdir={workdir}',
-         f'--set={extra_text}'] + (['--quick'] if quick else [])
+         f'--set={extra_text}', f'--config={BASE}'] + (['--quick'] if quick else [])
   log_path = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting) + '.log')
   os.makedirs(os.path.dirname(log_path), exist_ok=True)
   with open(log_path, 'a', encoding='utf-8') as log:

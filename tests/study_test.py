@@ -329,3 +329,42 @@ def test_a_failed_parallel_cell_stops_the_study(tmp_path):
     study.run_study(str(tmp_path), cells, 'cmd', launch, jobs=2)
   kept = study.read_rows(os.path.join(tmp_path, study.CSV_NAME))
   assert {int(r['seed']) for r in kept} <= {0, 2}  # What finished is kept for the resume.
+
+
+def test_tunes_on_val_and_reports_on_test_on_a_wsol_benchmark_set(tmp_path):
+  """--config=configs/cub.py on a tiny CUB tree: no levels, tuning scores 'val' and chooses by
+  MaxBoxAccV2; the report scores 'test' and refuses the tuning seed."""
+  sys.path.insert(0, os.path.dirname(__file__))
+  from wsol_test import cub_tree  # pylint: disable=g-import-not-at-top
+  cub_tree(str(tmp_path / 'tree'))
+  tiny = ','.join([f'data.wsol.data_root="{tmp_path / "tree" / "data"}"',
+                   f'data.wsol.metadata_root="{tmp_path / "tree" / "metadata"}"',
+                   'data.image_size=32', 'data.wsol.resize_size=40', 'model.depth=18',
+                   'model.width=8', 'train.batch_size=2', 'eval.batch_size=4',
+                   'train.num_epochs=1'])
+  work = tmp_path / 'study'
+  common = [sys.executable, os.path.join(study.REPO, 'experiments', 'study.py'),
+            f'--workdir={work}', '--config=configs/cub.py', '--methods=cam', f'--set={tiny}']
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  tuned = subprocess.run(common + ['--tune', '--seeds=0'], capture_output=True, text=True,
+                         env=env, timeout=900)
+  assert tuned.returncode == 0, tuned.stderr[-2000:]
+  (row,) = study.read_rows(os.path.join(work, study.TUNING_CSV))
+  assert (row['split'], row['body_cue']) == ('validation', 0.0)
+  assert 0.0 <= row['maxboxaccv2'] <= 1.0 and math.isnan(row['corloc'])
+  assert os.path.isfile(work / 'runs' / 'cam_cue0_seed0' / 'eval' / 'metrics.json')
+  with open(work / 'runs' / 'cam_cue0_seed0' / 'eval' / 'metrics.json') as f:
+    assert json.load(f)['split'] == 'val'
+  with open(work / study.CHOICES_NAME) as f:
+    assert json.load(f) == {'cam': {'0': {}}}
+  refused = subprocess.run(common + [f'--choices={work / study.CHOICES_NAME}', '--split=test',
+                                     '--seeds=0'], capture_output=True, text=True, env=env,
+                           timeout=120)
+  assert refused.returncode != 0 and 'seeds [0] tuned the choices' in refused.stderr
+  report = subprocess.run(common + [f'--choices={work / study.CHOICES_NAME}', '--split=test',
+                                    '--seeds=1'], capture_output=True, text=True, env=env,
+                          timeout=900)
+  assert report.returncode == 0, report.stderr[-2000:]
+  (row,) = study.read_rows(os.path.join(work, study.CSV_NAME))
+  assert (row['split'], row['seed']) == ('test', 1) and 0.0 <= row['top1_accuracy'] <= 1.0
+  assert 'Primary endpoint: maxboxaccv2' in (work / study.MD_NAME).read_text()
