@@ -618,6 +618,11 @@ def main():
     parser.error(f'cannot read --config={args.config} ({err}); pass a config file such as '
                  'configs/cub.py')
   set_primary(base.data.dataset)
+  train_split = dict(extra).get('data.train_split', base.data.train_split)
+  if base.data.dataset == 'caltech_birds2011' and args.tune and train_split != 'train_rest':
+    parser.error("caltech_birds2011's val split is train[:1000]: tune with "
+                 "--set='data.train_split=\"train_rest\"' so that no choice is made on "
+                 'training images')
   if not on_parts(base):
     args.body_cue = '0'  # No levels off the parts data set: one column, body_cue 0.
   if args.cell:
