@@ -53,6 +53,9 @@ def get_config():
   config.model.alpha = 0.6
   # How a class's M maps make its class map: 'mean' (WILDCAT) | 'max' (the wildcat_max control).
   config.model.class_pooling = 'mean'
+  # How a class map becomes its score: 'wildcat' (kmax/kmin/alpha below) | 'gap' (its mean over
+  # every cell: a CAM base; with head 'excam', ex-CAM on CAM as the thesis's section 3.7 suggests).
+  config.model.spatial_pooling = 'wildcat'
   config.model.drop_threshold = 0.5  # delta: a cell is important where sigmoid(F) > delta.
   config.model.self_drop = True
   config.model.straight_through = True

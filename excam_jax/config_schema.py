@@ -20,6 +20,7 @@ DATASETS = tuple(sources.SOURCES)  # data/sources.py: the one table of data sets
 HEADS = ('excam', 'wildcat', 'adl', 'cam', 'acol')
 # How a WILDCAT-family head pools a class's M maps into its class map (models/wildcat.py).
 CLASS_POOLINGS = ('mean', 'max')
+SPATIAL_POOLINGS = ('wildcat', 'gap')  # model.spatial_pooling.
 # ACoL's test-time map (models/acol.py): its two classifiers' normalised maps or raw maps z.
 ACOL_FUSIONS = ('normalised', 'logits')
 DEPTHS = (18, 34, 50, 101, 152)
@@ -108,6 +109,11 @@ def validate_model(config):
               f'one of {CLASS_POOLINGS}')
   check_field(pooling == 'mean' or kind != 'cam', 'model.class_pooling', pooling,
               "'mean' with a CAM head (it has one map per class, nothing to pool)")
+  spatial = m.get('spatial_pooling', 'wildcat')
+  check_field(spatial in SPATIAL_POOLINGS, 'model.spatial_pooling', spatial,
+              f'one of {SPATIAL_POOLINGS}')
+  check_field(spatial == 'wildcat' or kind != 'cam', 'model.spatial_pooling', spatial,
+              "'wildcat' with a CAM head (it pools by its own global average)")
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
   impl = m.get('conv_impl', 'auto')
   check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')

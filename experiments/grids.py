@@ -21,9 +21,9 @@ METHODS = {
     'excam_m4': dict(_EXCAM, **{'model.num_maps': 4}),
     'excam_m8': dict(_EXCAM, **{'model.num_maps': 8}),
     'excam_selfdrop': {'model.head': 'excam', 'model.self_drop': True},
-    # ex-CAM on a CAM base (the thesis's section 3.7): global average pooling, i.e. k-max over
-    # all 16 x 16 = 256 cells of the cells' maps (128 px, output stride 8), no pooling knob.
-    'excam_gap': dict(_EXCAM, **{'model.kmax': 256}),
+    # ex-CAM on a CAM base (the thesis's section 3.7): each class map's global average as its
+    # score (model.spatial_pooling='gap'), no pooling knob.
+    'excam_gap': dict(_EXCAM, **{'model.spatial_pooling': 'gap'}),
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
     # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0

@@ -301,3 +301,17 @@ def test_kmax_count_limit_follows_map_size():
   config.data.image_size = 448  # 14 x 14 = 196 cells.
   config.model.kmax = 196
   config_schema.validate_model(config)
+
+
+def test_spatial_pooling_is_checked_and_reaches_the_head():
+  config = tiny.get_config()
+  config.model.update(head='excam', spatial_pooling='gap')
+  config_schema.validate_model(config)
+  model = network.create_model(config.model, 3)
+  assert model.head.spatial_pooling == 'gap'
+  config.model.spatial_pooling = 'max'
+  with pytest.raises(ConfigError, match=r"model\.spatial_pooling='max' is invalid"):
+    config_schema.validate_model(config)
+  config.model.update(head='cam', spatial_pooling='gap')
+  with pytest.raises(ConfigError, match='CAM head'):
+    config_schema.validate_model(config)

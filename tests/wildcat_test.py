@@ -120,6 +120,26 @@ def test_head_with_class_wise_max_literal():
   np.testing.assert_array_equal(grad['bias'], [0.5, 0.5])
 
 
+def test_head_with_global_average_pooling_literal():
+  # Three cells with feature 1, -1 and 2; kernel (2, -1), bias (0, 0.5); C = 1, M = 2: the maps
+  # are F = (2, -0.5), (-2, 1.5), (4, -1.5), class-wise mean z = (0.75, -0.25, 1.25); 'gap'
+  # scores their mean (0.75 - 0.25 + 1.25) / 3 = 7 / 12 whatever kmax, kmin and alpha say.
+  head = wildcat.WildcatHead(num_classes=1, num_maps=2, kmax=1, kmin=1, alpha=1.0,
+                             spatial_pooling='gap')
+  features = jnp.array([1., -1., 2.]).reshape(1, 1, 3, 1)
+  params = {'classifier': {'kernel': jnp.array([2., -1.]).reshape(1, 1, 1, 2),
+                           'bias': jnp.array([0., 0.5])}}
+  logits, aux = head.apply({'params': params}, features)
+  np.testing.assert_allclose(aux['class_maps'].ravel(), [0.75, -0.25, 1.25])
+  np.testing.assert_allclose(logits, [[7. / 12.]], rtol=1e-6)
+  # d score / d kernel_m = mean over cells of feature / M = (1 - 1 + 2) / 3 / 2 for both maps.
+  grad = jax.grad(lambda p: head.apply({'params': p}, features)[0].sum())(params)['classifier']
+  np.testing.assert_allclose(grad['kernel'].ravel(), [1. / 3., 1. / 3.], rtol=1e-6)
+  wildcat_score = wildcat.WildcatHead(num_classes=1, num_maps=2, kmax=1, kmin=1, alpha=1.0)
+  np.testing.assert_allclose(wildcat_score.apply({'params': params}, features)[0],
+                             [[(1.25 - 0.25) / 2]], rtol=1e-6)  # Not the mean: top and bottom.
+
+
 def test_head_matches_pooling_functions():
   head = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=2, kmin=1, alpha=0.7)
   features = jax.random.normal(jax.random.key(1), (2, 4, 4, 5))

@@ -69,5 +69,6 @@ def create_model(model_config, num_classes, head=None):
     transform = adl.AttentionDropout(gamma=m.adl_gamma, drop_rate=m.adl_drop_rate)
   wildcat_head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
                                      kmin=m.kmin, alpha=m.alpha, class_pooling=pooling,
+                                     spatial_pooling=m.get('spatial_pooling', 'wildcat'),
                                      transform=transform, conv_impl=conv_impl)
   return WSOLNet(trunk=trunk, head=wildcat_head)

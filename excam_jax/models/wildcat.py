@@ -89,7 +89,7 @@ class WildcatHead(nn.Module):
 
   The method lives in `transform`, a Module called as `transform(maps, train)` on the
   (B, h, w, C, M) maps that returns maps of the same shape: `excam.SequentialDropout` (ex-CAM),
-  `variants.AttentionDropout` (ADL) or None (plain WILDCAT). The transform shares the head's
+  `adl.AttentionDropout` (ADL) or None (plain WILDCAT). The transform shares the head's
   scope, so its parameters sit beside the conv (params['head']['threshold'] for a learned ex-CAM
   threshold, as before heads took transforms) and its 'dropout' draws are the head's.
 
@@ -98,6 +98,8 @@ class WildcatHead(nn.Module):
     num_maps: M maps per class.
     kmax, kmin, alpha: spatial pooling settings (see `wildcat_pool`).
     class_pooling: 'mean' (WILDCAT) or 'max' over a class's M transformed maps (`pool_maps`).
+    spatial_pooling: 'wildcat' (`wildcat_pool` with kmax, kmin, alpha) or 'gap': global average
+      pooling of each class map (CAM's; ex-CAM on a CAM base, the thesis's section 3.7).
     transform: the per-map transform, or None for none.
     conv_impl: how the 1x1 conv is computed (`fastconv`; the same parameters either way).
 
@@ -111,6 +113,7 @@ class WildcatHead(nn.Module):
   kmin: Optional[float] = None
   alpha: float = 0.6
   class_pooling: str = 'mean'
+  spatial_pooling: str = 'wildcat'
   transform: Optional[nn.Module] = None
   conv_impl: str = 'auto'
 
@@ -130,5 +133,8 @@ class WildcatHead(nn.Module):
     maps = x.reshape(b, h, w, self.num_classes, self.num_maps)
     dropped = maps if self.transform is None else self.transform(maps, train)
     class_maps = pool_maps(dropped, self.class_pooling)
-    logits = wildcat_pool(class_maps, self.kmax, self.kmin, self.alpha)
+    if self.spatial_pooling == 'gap':  # A CAM base: the class map's mean over all its cells.
+      logits = class_maps.mean(axis=(1, 2))
+    else:
+      logits = wildcat_pool(class_maps, self.kmax, self.kmin, self.alpha)
     return logits, {'class_maps': class_maps, 'maps': maps, 'dropped_maps': dropped}

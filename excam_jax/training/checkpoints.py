@@ -47,6 +47,7 @@ SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_
 # behaved as: a saved config without the field counts as holding that value.
 ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
                   'model.acol_fusion': 'normalised', 'model.class_pooling': 'mean',
+                  'model.spatial_pooling': 'wildcat',
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
                   'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0,
                   'model.dilate': True,
