@@ -14,30 +14,24 @@ import argparse
 
 import numpy as np
 
-
-from excam_jax.training import checkpoints  # pylint: disable=g-import-not-at-top
+from excam_jax import inference
 from excam_jax import visualize
 from excam_jax.data import image_ops
 from excam_jax.data import synthetic
 from excam_jax.evaluation import boxes as boxlib
-from excam_jax import inference
-from excam_jax.models import map_transforms
-from excam_jax.models import network
+from excam_jax.training import checkpoints
 
 
 def class_maps(workdir, transform, images):
   """(heat, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1].
 
   `transform`: a config.eval.map_expansion kind ('erase', 'relative'), or None (the config's).
-  `heat`: z -> heat in [0, 1], the maps on their own scale (visualize.heat_fn).
+  `heat`: z -> heat in [0, 1], the maps on their own scale (inference.Predictor.heat).
   """
-  config, variables, _ = checkpoints.restore(workdir)
-  fields = inference.transform_fields(config, {'map_expansion': transform or None})
-  model = network.create_model(config.model, config.data.parts.num_classes)
-  predict = inference.make_predict_fn(model, variables, map_transforms.from_config(fields))
-  size = config.data.image_size
-  _, maps = predict(image_ops.normalize(image_ops.resize_bilinear(images, size, size)))
-  return visualize.heat_fn(config.model, fields), maps
+  predictor = inference.load(workdir, transform={'map_expansion': transform or None})
+  size = predictor.image_size
+  _, maps = predictor(image_ops.normalize(image_ops.resize_bilinear(images, size, size)))
+  return predictor.heat, maps
 
 
 def main():
