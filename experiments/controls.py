@@ -134,8 +134,12 @@ def main():
   rows = study.read_rows(args.csv)
   if not rows:
     raise SystemExit(f'error: no rows in {args.csv}; pass the study.csv of a study that ran.')
-  test = [r for r in rows if r.get('split') == 'test']
-  print(markdown(verdicts(test or rows)))
+  rows = [r for r in rows if r.get('split') == 'test'] or rows
+  keys = [(r['method'], float(r['body_cue']), int(r['seed'])) for r in rows]
+  if len(set(keys)) < len(keys):
+    raise SystemExit(f'error: {args.csv} holds several settings of a method for one seed (a '
+                     'tuning.csv?); pass the study.csv of a report (study.py --choices).')
+  print(markdown(verdicts(rows)))
 
 
 if __name__ == '__main__':

@@ -59,3 +59,12 @@ def test_verdicts_cover_every_level_and_the_cli_refuses_an_empty_csv(tmp_path, m
   monkeypatch.setattr(sys, 'argv', ['controls.py', f'--csv={tmp_path / "study.csv"}'])
   with pytest.raises(SystemExit, match='no rows in'):
     controls.main()
+
+
+def test_the_cli_refuses_tuning_rows(tmp_path, monkeypatch):
+  rows = _rows('excam', [0.6, 0.7], split='validation')
+  rows += [dict(r, setting='model.kmax=0.2') for r in rows]
+  study.write_rows(str(tmp_path / 'tuning.csv'), rows)
+  monkeypatch.setattr(sys, 'argv', ['controls.py', f'--csv={tmp_path / "tuning.csv"}'])
+  with pytest.raises(SystemExit, match='several settings of a method for one seed'):
+    controls.main()
