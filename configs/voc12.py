@@ -151,6 +151,8 @@ def get_config():
   config.eval.map_expansion_climb_steps = 27
   # 'advcam': the most classes climbed per image (its top-scoring predicted ones).
   config.eval.map_expansion_climb_classes = 2
+  # 'cluster': kappa, the scale of the features' cosine difference (map_expansion_steps steps).
+  config.eval.map_expansion_temperature = 10.0
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

@@ -52,7 +52,8 @@ _MAP_EXPANSION = flags.DEFINE_enum(
     list(config_schema.EXPANSIONS),
     "Test-time map transform (models/map_transforms.py); the config's eval.map_expansion if unset.")
 _MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None,
-                                            "'erase': erasing passes (>= 1).")
+                                            "'erase': erasing passes; 'cluster': re-weighting "
+                                            'steps (>= 1).')
 _MAP_EXPANSION_THRESHOLD = flags.DEFINE_float(
     'map_expansion_threshold', None,
     "In (0, 1): erase where a normalised map is >= this ('erase'); boxes keep the cells above "
@@ -66,9 +67,12 @@ _MAP_EXPANSION_CLIMB_STEPS = flags.DEFINE_integer(
     "'advcam': the maps summed, the image's and those of T - 1 climbed images (>= 1).")
 _MAP_EXPANSION_CLIMB_CLASSES = flags.DEFINE_integer(
     'map_expansion_climb_classes', None, "'advcam': the most classes climbed per image (>= 1).")
+_MAP_EXPANSION_TEMPERATURE = flags.DEFINE_float(
+    'map_expansion_temperature', None,
+    "'cluster': kappa, the scale of the features' cosine difference (> 0).")
 _MAP_EXPANSION_NUMBERS = (_MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
                           _MAP_EXPANSION_WEIGHT, _MAP_EXPANSION_CLIMB_STEPS,
-                          _MAP_EXPANSION_CLIMB_CLASSES)
+                          _MAP_EXPANSION_CLIMB_CLASSES, _MAP_EXPANSION_TEMPERATURE)
 _ACOL_FUSION = flags.DEFINE_enum(
     'acol_fusion', None, list(config_schema.ACOL_FUSIONS),
     "ACoL runs' test-time map (models/acol.py); the run's config.model.acol_fusion if unset.")

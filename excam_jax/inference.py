@@ -43,9 +43,10 @@ def make_predict_fn(model, variables, transform=None):
 
   @jax.jit
   def forward(variables, images):
-    def apply(x):
+    def apply(x, with_features=False):
       logits, aux = model.apply(variables, x, train=False)
-      return logits.astype('float32'), aux['class_maps'].astype('float32')
+      out = (logits.astype('float32'), aux['class_maps'].astype('float32'))
+      return out + (aux.get('features'),) if with_features else out
     if transform is None:
       return apply(images)
     return transform(apply, images)
@@ -139,6 +140,9 @@ def load(workdir, step=None, transform=None, model_overrides=None, base_transfor
   config, variables, step = checkpoints.restore(workdir, step)
   config.model = model_fields(config, model_overrides)
   fields = transform_fields(config, transform)
+  if fields['map_expansion'].startswith('cluster') and config.model.head == 'acol':
+    raise UserError("map_expansion 'cluster' reads the trunk's features, which ACoL's two "
+                    'classifiers do not share; use it with another head.')
   model = network.create_model(config.model, len(class_names(config)))
   run_fields = dict(fields, map_expansion=fields['map_expansion'].partition('+')[0]) if (
       base_transform) else fields

@@ -37,6 +37,10 @@ METHODS = {
     'wildcat_advcam': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam'},
     'wildcat_advcam_relative': {'model.head': 'wildcat', 'eval.map_expansion': 'advcam+relative'},
     'excam_erase': dict(_EXCAM, **{'eval.map_expansion': 'erase'}),
+    # Re-activation by the trunk's features (map_transforms 'cluster', after CREAM) on WILDCAT's
+    # and ex-CAM's trainings: a candidate that needs no training of its own.
+    'wildcat_cluster': {'model.head': 'wildcat', 'eval.map_expansion': 'cluster'},
+    'excam_cluster': dict(_EXCAM, **{'eval.map_expansion': 'cluster'}),
     # Hide-and-Seek and CutMix (wsolevaluation's two input-level methods), on CAM as there, and
     # on WILDCAT and ex-CAM (excam_jax/training/augment.py).
     'cam_has': {'model.head': 'cam', 'train.augment': 'has'},
@@ -55,7 +59,8 @@ BASELINES = ('cam', 'wildcat', 'wildcat_max', 'wildcat_relative', 'wildcat_advca
              'cam_cutmix', 'wildcat_cutmix')
 # Methods that differ from another only at inference: they evaluate that method's training.
 TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'wildcat_advcam': 'wildcat',
-              'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam', 'acol_zero': 'acol'}
+              'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam', 'acol_zero': 'acol',
+              'wildcat_cluster': 'wildcat', 'excam_cluster': 'excam'}
 # Model fields that change only inference: set on the restored model at evaluation.
 INFERENCE_MODEL_FIELDS = ('model.acol_fusion',)
 
@@ -86,6 +91,9 @@ INHERITS = {'excam_hard': 'excam', 'excam_d07': 'excam', 'excam_m4': 'excam', 'e
 for _variant, _base in TRAINED_AS.items():  # An inference variant searches its training's space.
   if _variant not in INHERITS:
     GRIDS[_variant] = GRIDS[_base]
+# The re-activation's own knob, on top of its training's pooling.
+_CLUSTER = {'eval.map_expansion_temperature': (5.0, 10.0, 20.0)}
+GRIDS.update({'wildcat_cluster': dict(_KMAX, **_CLUSTER), 'excam_cluster': dict(_KMAX, **_CLUSTER)})
 
 # The ablate command's grids (experiments/ablate.py --grid=NAME): variant -> config overrides on
 # top of any --config (VOC, the WSOL benchmark, parts), built from the methods above. The variant

@@ -23,6 +23,7 @@ from excam_jax.training import steps as steps_lib
 from excam_jax.errors import ConfigError
 from excam_jax import checkpoint_eval
 from excam_jax import inference
+from excam_jax.errors import UserError
 from excam_jax.models import acol
 from excam_jax.models import network
 
@@ -238,6 +239,10 @@ def acol_run(tmp_path_factory):
 
 
 class TestTwoStageRun:
+
+  def test_cluster_transform_is_refused_on_acol(self, acol_run):
+    with pytest.raises(UserError, match="'cluster' reads the trunk's features"):
+      inference.load(acol_run['workdir'], transform='cluster')
 
   def test_both_stages_ran_and_were_evaluated(self, acol_run):
     result = acol_run['result']

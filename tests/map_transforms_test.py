@@ -285,7 +285,7 @@ class TestFields:
     assert fields == {'map_expansion': 'erase', 'map_expansion_steps': 2,
                       'map_expansion_threshold': 0.5, 'map_expansion_step_size': 0.08,
                       'map_expansion_weight': 7.0, 'map_expansion_climb_steps': 27,
-                      'map_expansion_climb_classes': 2}
+                      'map_expansion_climb_classes': 2, 'map_expansion_temperature': 10.0}
     # A config saved before the climbing fields existed: AdvCAM's published 27 steps.
     del config.eval['map_expansion_climb_steps'], config.eval['map_expansion_climb_classes']
     old = inference.transform_fields(config, {'map_expansion': 'advcam'})
@@ -372,3 +372,47 @@ def test_outputs_cache_climbs_once_for_advcam_and_advcam_relative(tmp_path, writ
   fields['map_expansion_climb_steps'] = 2
   evaluate('advcam', 'two_steps', cache)
   assert len(os.listdir(cache)) == 2 and climbed['protocol'] != cached['protocol']
+
+
+
+class TestCluster:
+  """'cluster': re-activation by the trunk's features, on literal features by hand."""
+
+  # A 4 x 4 map: the object is the 2 x 3 block of rows 0-1, columns 0-2 (features (1, 0)); the
+  # rest is background (features (0, 1)); the class map is positive at one object cell only
+  # (its discriminative part).
+  OBJECT = np.zeros((4, 4), bool)
+  OBJECT[:2, :3] = True
+
+  def _inputs(self, peak_cell=(0, 0)):
+    features = np.where(self.OBJECT[..., None], [1.0, 0.0], [0.0, 1.0])[None].astype(np.float32)
+    maps = np.full((1, 4, 4, 1), -1.0, np.float32)
+    maps[0, peak_cell[0], peak_cell[1], 0] = 2.0
+    return maps, features * 3.0  # The scale of the features does not matter (normalised).
+
+  def test_one_step_by_hand(self):
+    # w0 = 1 at the peak, 0 elsewhere: mu_fg = (1, 0); mu_bg = the mean of the 5 other object
+    # cells and the 10 background cells = (5/15, 10/15). s = kappa (f . mu_fg - f . mu_bg):
+    # object cells 10 (1 - 1/3) = 20/3, background cells 10 (0 - 2/3) = -20/3.
+    maps, features = self._inputs()
+    s = np.asarray(map_transforms.cluster_maps(maps, features, 1, 10.0))[0, :, :, 0]
+    np.testing.assert_allclose(s, np.where(self.OBJECT, 20 / 3, -20 / 3), rtol=1e-5)
+
+  def test_more_steps_keep_the_whole_object_and_an_empty_map_stays(self):
+    maps, features = self._inputs(peak_cell=(1, 2))
+    s = np.asarray(map_transforms.cluster_maps(maps, features, 3, 10.0))[0, :, :, 0]
+    np.testing.assert_array_equal(s > 0, self.OBJECT)  # The whole block, from one cell.
+    empty = np.full((1, 4, 4, 1), -0.5, np.float32)
+    np.testing.assert_array_equal(map_transforms.cluster_maps(empty, features, 3, 10.0), empty)
+
+  def test_through_the_transform_keeps_the_scores(self):
+    maps, features = self._inputs()
+    logits = np.array([[1.5]], np.float32)
+    apply_fn = lambda x, with_features=False: ((logits, maps, features) if with_features
+                                               else (logits, maps))
+    fields = dict(map_transforms.DEFAULTS, map_expansion='cluster', map_expansion_steps=1)
+    got_logits, got = map_transforms.transform(apply_fn, None, 'cluster', fields)
+    np.testing.assert_array_equal(got_logits, logits)
+    np.testing.assert_allclose(np.asarray(got)[0, :, :, 0],
+                               np.where(self.OBJECT, 20 / 3, -20 / 3), rtol=1e-5)
+    assert map_transforms.describe(fields).startswith('cluster: 1 re-weighting steps')

@@ -47,6 +47,18 @@
   and no flip; predicted classes instead of the ground truth; M from the accumulated map A_t
   (SPEC.md 1.4), where the released code takes it from the current map relu(z_c(x_t))
   (`adversarial_climbing(..., current_mask=True)`).
+- 'cluster': re-activation by the trunk's features (after CREAM, Xu et al., CVPR 2022, without
+  its learned class embeddings). For each class c of an image, with f the trunk's features at
+  each cell, L2-normalised, and w^0 = relu(z_c) / max relu(z_c) (0 where z_c <= 0 everywhere):
+
+    for t = 1..T (`map_expansion_steps`):
+      mu_fg = sum w f / sum w,  mu_bg = sum (1 - w) f / sum (1 - w),
+      s = kappa (f . mu_fg - f . mu_bg),  w = sigmoid(s);
+
+  the class map is s (T >= 1), kappa = `map_expansion_temperature` (10): boxes at s > 0 keep the
+  cells whose features lie nearer the class map's weighted foreground than its background, so a
+  weaker part of the object that looks like its discriminative part joins it. A map with no
+  positive cell stays as it is. Needs the model's aux['features'] (every head but ACoL's).
 - 'erase+relative', 'advcam+relative': the transform, then the relative rule on its maps.
 
 In every case the scores stay those of the plain image, so classification and the ranking of
@@ -67,7 +79,8 @@ EXPANSIONS = config_schema.EXPANSIONS
 # 2 alone; a config saved before a field existed gets its value here.
 DEFAULTS = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5,
             'map_expansion_step_size': 0.08, 'map_expansion_weight': 7.0,
-            'map_expansion_climb_steps': 27, 'map_expansion_climb_classes': 2}
+            'map_expansion_climb_steps': 27, 'map_expansion_climb_classes': 2,
+            'map_expansion_temperature': 10.0}
 
 
 def expand_by_erasing(apply_fn, images, steps, threshold):
@@ -199,6 +212,26 @@ def adversarial_climbing(apply_fn, images, steps, threshold, step_size, weight, 
   return logits, jnp.where(jnp.sum(own, axis=1) > 0, chosen, max_normalise(jax.nn.relu(maps)))
 
 
+def cluster_maps(maps, features, steps, temperature):
+  """'cluster' (module docstring) on maps (B, h, w, C) with features (B, h, w, K)."""
+  b, h, w, c = maps.shape
+  f = features.reshape(b, h * w, -1).astype(jnp.float32)
+  f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+  z = maps.reshape(b, h * w, c).astype(jnp.float32)
+  positive = jax.nn.relu(z)
+  peak = positive.max(axis=1, keepdims=True)
+  weight = jnp.where(peak > 0, positive / jnp.where(peak > 0, peak, 1.0), 0.0)  # (B, n, C)
+  s = z
+  for _ in range(steps):
+    fg = jnp.einsum('bnc,bnk->bck', weight, f) / jnp.maximum(weight.sum(1), 1e-12)[..., None]
+    bg = jnp.einsum('bnc,bnk->bck', 1 - weight, f) / jnp.maximum((1 - weight).sum(1),
+                                                                  1e-12)[..., None]
+    s = temperature * jnp.einsum('bnk,bck->bnc', f, fg - bg)
+    weight = jax.nn.sigmoid(s)
+  s = jnp.where(peak > 0, s, z)  # Nothing found: the map as it was.
+  return s.reshape(b, h, w, c)
+
+
 def transform(apply_fn, images, kind, fields):
   """The maps of `kind` (one of EXPANSIONS but 'none') with the values of `fields`."""
   base, _, then = kind.partition('+')
@@ -206,6 +239,9 @@ def transform(apply_fn, images, kind, fields):
   steps = int(fields['map_expansion_steps'])
   if base == 'relative':
     return relative_maps(apply_fn, images, level)
+  if base == 'cluster':
+    logits, maps, features = apply_fn(images, with_features=True)
+    return logits, cluster_maps(maps, features, steps, float(fields['map_expansion_temperature']))
   if base == 'erase':
     logits, maps = expand_by_erasing(apply_fn, images, steps, level)
   else:
@@ -240,6 +276,10 @@ def describe(fields):
               f'{level} of its range')
   if base == 'relative':
     return 'relative: ' + relative
+  if base == 'cluster':
+    return (f"cluster: {fields['map_expansion_steps']} re-weighting steps of each class map by "
+            "the cosine of the trunk's features to its weighted foreground minus its background "
+            f"centroid, times {fields['map_expansion_temperature']}")
   if base == 'erase':
     text = (f"test-time erasing: {fields['map_expansion_steps']} passes, erase where a pass's "
             f'normalised map of a predicted class is >= {level}, cellwise max of the maps')

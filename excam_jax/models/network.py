@@ -20,14 +20,17 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 class WSOLNet(nn.Module):
   """Trunk + head. `apply(variables, images, train)` returns `(logits, aux)`.
 
-  Parameters live under 'trunk' and 'head'; aux holds 'class_maps' (B, h, w, C) and, for the
-  WILDCAT-family heads, 'maps' and 'dropped_maps' (B, h, w, C, M) (see `wildcat.WildcatHead`).
+  Parameters live under 'trunk' and 'head'; aux holds 'class_maps' (B, h, w, C), 'features'
+  (B, h, w, K), the trunk's output the head read, and, for the WILDCAT-family heads, 'maps' and
+  'dropped_maps' (B, h, w, C, M) (see `wildcat.WildcatHead`).
   """
   trunk: nn.Module
   head: nn.Module
 
   def __call__(self, images, train=False):
-    return self.head(self.trunk(images, train=train), train=train)
+    features = self.trunk(images, train=train)
+    logits, aux = self.head(features, train=train)
+    return logits, dict(aux, features=features)
 
 
 def create_model(model_config, num_classes, head=None):
