@@ -202,6 +202,6 @@ def test_head_has_no_method_fields():
   # A method's knobs live on its transform module, not on the head behind a string switch.
   fields = {f.name for f in dataclasses.fields(wildcat.WildcatHead)} - {'parent', 'name'}
   assert fields == {'num_classes', 'num_maps', 'kmax', 'kmin', 'alpha', 'class_pooling',
-                    'transform', 'conv_impl'}
+                    'spatial_pooling', 'transform', 'conv_impl'}
   for name in OLD_UNION_FIELDS + ('threshold',):
     assert not hasattr(wildcat.WildcatHead, name), name
