@@ -166,14 +166,8 @@ def raw_dataset(builder, split):
     (dataset, num_examples).
   """
   native.import_tensorflow()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  skip = tfds.decode.SkipDecoding()
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': skip, 'segmentation_mask': skip})
-  num = int(ds.cardinality())
-  if num < 0:  # Unknown cardinality: count records, which reads but never decodes images.
-    num = int(ds.reduce(0, lambda n, _: n + 1))
-  return ds.enumerate().map(_to_raw), num
+  from excam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top
+  return tfds_pipeline.ordered_stream(builder, split, _to_raw, ('image', 'segmentation_mask'))
 
 
 def raw_split(config, split):

@@ -26,6 +26,18 @@ from excam_jax.data import preprocess
 from excam_jax.errors import UserError
 
 
+
+def ordered_stream(builder, split, to_raw, encoded=('image',)):
+  """(raw examples, count) of a TFDS split in a fixed order, the `encoded` features left
+  undecoded, mapped by to_raw(index, example): the stream every TFDS spec module gives."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  ds = builder.as_dataset(split=split, shuffle_files=False,
+                          decoders={k: tfds.decode.SkipDecoding() for k in encoded})
+  num = int(ds.cardinality())
+  if num < 0:  # Unknown cardinality: count records, which reads but never decodes images.
+    num = int(ds.reduce(0, lambda n, _: n + 1))
+  return ds.enumerate().map(to_raw), num
+
 class _Source(NamedTuple):
   raw: tf.data.Dataset  # Raw examples in a fixed order (see excam_jax.data.preprocess).
   num_examples: int

@@ -125,12 +125,8 @@ def raw_dataset(builder, split):
   Returns:
     (dataset, num_examples).
   """
-  ds = builder.as_dataset(split=split, shuffle_files=False,
-                          decoders={'image': tfds.decode.SkipDecoding()})
-  num = int(ds.cardinality())
-  if num < 0:  # Unknown cardinality: count records, which reads but never decodes images.
-    num = int(ds.reduce(0, lambda n, _: n + 1))
-  return ds.enumerate().map(_to_raw), num
+  from excam_jax.data import tfds_pipeline  # pylint: disable=g-import-not-at-top
+  return tfds_pipeline.ordered_stream(builder, split, _to_raw)
 
 
 def raw_split(config, split):
