@@ -138,7 +138,9 @@ def get_config():
   config.eval.multi_contour_eval = True
   # Map transform (models/map_transforms.py) in evaluate and localize: 'none' | 'relative' (boxes
   # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time
-  # erasing) | 'advcam' (adversarial climbing) | 'erase+relative' | 'advcam+relative'.
+  # erasing) | 'advcam' (adversarial climbing) | 'cluster' (re-activation by the trunk's features)
+  # | 'affinity' (a random walk along the trunk's feature affinities) | 'erase+relative' |
+  # 'advcam+relative'.
   config.eval.map_expansion = 'none'
   config.eval.map_expansion_steps = 2  # 'erase': erasing passes after the first.
   # 'erase': erase where a pass's normalised map is >= this; 'relative': the boxes' level;
@@ -153,6 +155,9 @@ def get_config():
   config.eval.map_expansion_climb_classes = 2
   # 'cluster': kappa, the scale of the features' cosine difference (map_expansion_steps steps).
   config.eval.map_expansion_temperature = 10.0
+  # 'affinity': beta, the power of the trunk features' cosine affinities (map_expansion_steps
+  # random-walk steps).
+  config.eval.map_expansion_affinity_power = 8.0
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

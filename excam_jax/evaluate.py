@@ -53,7 +53,7 @@ _MAP_EXPANSION = flags.DEFINE_enum(
     "Test-time map transform (models/map_transforms.py); the config's eval.map_expansion if unset.")
 _MAP_EXPANSION_STEPS = flags.DEFINE_integer('map_expansion_steps', None,
                                             "'erase': erasing passes; 'cluster': re-weighting "
-                                            'steps (>= 1).')
+                                            "steps; 'affinity': random-walk steps (>= 1).")
 _MAP_EXPANSION_THRESHOLD = flags.DEFINE_float(
     'map_expansion_threshold', None,
     "In (0, 1): erase where a normalised map is >= this ('erase'); boxes keep the cells above "
@@ -70,9 +70,13 @@ _MAP_EXPANSION_CLIMB_CLASSES = flags.DEFINE_integer(
 _MAP_EXPANSION_TEMPERATURE = flags.DEFINE_float(
     'map_expansion_temperature', None,
     "'cluster': kappa, the scale of the features' cosine difference (> 0).")
+_MAP_EXPANSION_AFFINITY_POWER = flags.DEFINE_float(
+    'map_expansion_affinity_power', None,
+    "'affinity': beta, the power of the features' cosine affinities (> 0).")
 _MAP_EXPANSION_NUMBERS = (_MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
                           _MAP_EXPANSION_WEIGHT, _MAP_EXPANSION_CLIMB_STEPS,
-                          _MAP_EXPANSION_CLIMB_CLASSES, _MAP_EXPANSION_TEMPERATURE)
+                          _MAP_EXPANSION_CLIMB_CLASSES, _MAP_EXPANSION_TEMPERATURE,
+                          _MAP_EXPANSION_AFFINITY_POWER)
 _ACOL_FUSION = flags.DEFINE_enum(
     'acol_fusion', None, list(config_schema.ACOL_FUSIONS),
     "ACoL runs' test-time map (models/acol.py); the run's config.model.acol_fusion if unset.")

@@ -140,8 +140,9 @@ def load(workdir, step=None, transform=None, model_overrides=None, base_transfor
   config, variables, step = checkpoints.restore(workdir, step)
   config.model = model_fields(config, model_overrides)
   fields = transform_fields(config, transform)
-  if fields['map_expansion'].startswith('cluster') and config.model.head == 'acol':
-    raise UserError("map_expansion 'cluster' reads the trunk's features, which ACoL's two "
+  kind = fields['map_expansion'].partition('+')[0]
+  if kind in map_transforms.READS_FEATURES and config.model.head == 'acol':
+    raise UserError(f"map_expansion '{kind}' reads the trunk's features, which ACoL's two "
                     'classifiers do not share; use it with another head.')
   model = network.create_model(config.model, len(class_names(config)))
   run_fields = dict(fields, map_expansion=fields['map_expansion'].partition('+')[0]) if (

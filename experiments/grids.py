@@ -41,6 +41,10 @@ METHODS = {
     # and ex-CAM's trainings: a candidate that needs no training of its own.
     'wildcat_cluster': {'model.head': 'wildcat', 'eval.map_expansion': 'cluster'},
     'excam_cluster': dict(_EXCAM, **{'eval.map_expansion': 'cluster'}),
+    # Propagation of the class maps along the trunk's feature affinities (map_transforms
+    # 'affinity', a training-free random walk after PSA and SEAM's PCM): another such candidate.
+    'wildcat_affinity': {'model.head': 'wildcat', 'eval.map_expansion': 'affinity'},
+    'excam_affinity': dict(_EXCAM, **{'eval.map_expansion': 'affinity'}),
     # Hide-and-Seek and CutMix (wsolevaluation's two input-level methods), on CAM as there, and
     # on WILDCAT and ex-CAM (excam_jax/training/augment.py).
     'cam_has': {'model.head': 'cam', 'train.augment': 'has'},
@@ -60,7 +64,8 @@ BASELINES = ('cam', 'wildcat', 'wildcat_max', 'wildcat_relative', 'wildcat_advca
 # Methods that differ from another only at inference: they evaluate that method's training.
 TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'wildcat_advcam': 'wildcat',
               'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam', 'acol_zero': 'acol',
-              'wildcat_cluster': 'wildcat', 'excam_cluster': 'excam'}
+              'wildcat_cluster': 'wildcat', 'excam_cluster': 'excam',
+              'wildcat_affinity': 'wildcat', 'excam_affinity': 'excam'}
 # Model fields that change only inference: set on the restored model at evaluation.
 INFERENCE_MODEL_FIELDS = ('model.acol_fusion',)
 
@@ -94,6 +99,11 @@ for _variant, _base in TRAINED_AS.items():  # An inference variant searches its 
 # The re-activation's own knob, on top of its training's pooling.
 _CLUSTER = {'eval.map_expansion_temperature': (5.0, 10.0, 20.0)}
 GRIDS.update({'wildcat_cluster': dict(_KMAX, **_CLUSTER), 'excam_cluster': dict(_KMAX, **_CLUSTER)})
+# The affinity walk's power beta (2 steps): from a walk across most of the map to one that joins
+# only near-identical features.
+_AFFINITY = {'eval.map_expansion_affinity_power': (4.0, 16.0, 64.0)}
+GRIDS.update({'wildcat_affinity': dict(_KMAX, **_AFFINITY),
+              'excam_affinity': dict(_KMAX, **_AFFINITY)})
 
 # The ablate command's grids (experiments/ablate.py --grid=NAME): variant -> config overrides on
 # top of any --config (VOC, the WSOL benchmark, parts), built from the methods above. The variant

@@ -240,9 +240,10 @@ def acol_run(tmp_path_factory):
 
 class TestTwoStageRun:
 
-  def test_cluster_transform_is_refused_on_acol(self, acol_run):
-    with pytest.raises(UserError, match="'cluster' reads the trunk's features"):
-      inference.load(acol_run['workdir'], transform='cluster')
+  @pytest.mark.parametrize('kind', ['cluster', 'affinity'])
+  def test_feature_transforms_are_refused_on_acol(self, acol_run, kind):
+    with pytest.raises(UserError, match=f"'{kind}' reads the trunk's features"):
+      inference.load(acol_run['workdir'], transform=kind)
 
   def test_both_stages_ran_and_were_evaluated(self, acol_run):
     result = acol_run['result']

@@ -81,13 +81,14 @@ def test_a_run_without_checkpoints_is_one_error(tmp_path):
     inference.load(str(tmp_path))
 
 
-def test_cluster_transform_reads_the_features(run):
+@pytest.mark.parametrize('kind', ['cluster', 'affinity'])
+def test_feature_transforms_read_the_features(run, kind):
   workdir, _, images = run
   plain = inference.load(workdir)
-  cluster = inference.load(workdir, transform={'map_expansion': 'cluster',
-                                               'map_expansion_steps': 1})
+  transformed = inference.load(workdir, transform={'map_expansion': kind,
+                                                   'map_expansion_steps': 1})
   logits, z = plain(images)
-  got_logits, maps = cluster(images)
+  got_logits, maps = transformed(images)
   np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-6)  # Scores unchanged.
-  assert maps.shape == z.shape and cluster.scale == 'logits'
+  assert maps.shape == z.shape and transformed.scale == 'logits'
   assert not np.allclose(maps, z)  # Re-weighted by the features.

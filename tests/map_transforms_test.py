@@ -285,7 +285,8 @@ class TestFields:
     assert fields == {'map_expansion': 'erase', 'map_expansion_steps': 2,
                       'map_expansion_threshold': 0.5, 'map_expansion_step_size': 0.08,
                       'map_expansion_weight': 7.0, 'map_expansion_climb_steps': 27,
-                      'map_expansion_climb_classes': 2, 'map_expansion_temperature': 10.0}
+                      'map_expansion_climb_classes': 2, 'map_expansion_temperature': 10.0,
+                      'map_expansion_affinity_power': 8.0}
     # A config saved before the climbing fields existed: AdvCAM's published 27 steps.
     del config.eval['map_expansion_climb_steps'], config.eval['map_expansion_climb_classes']
     old = inference.transform_fields(config, {'map_expansion': 'advcam'})
@@ -416,3 +417,41 @@ class TestCluster:
     np.testing.assert_allclose(np.asarray(got)[0, :, :, 0],
                                np.where(self.OBJECT, 20 / 3, -20 / 3), rtol=1e-5)
     assert map_transforms.describe(fields).startswith('cluster: 1 re-weighting steps')
+
+
+class TestAffinity:
+  """'affinity': a random walk along the features' cosine affinities, on literal inputs by hand."""
+
+  # Three cells in a row with features at 0, 60 and 90 degrees: cos(a, b) = 0.5, cos(b, c) =
+  # sqrt(3)/2, cos(a, c) = 0. With beta = 2: A = [[1, .25, 0], [.25, 1, .75], [0, .75, 1]], row
+  # sums 1.25, 2, 1.75.
+  FEATURES = np.array([[[[1.0, 0.0], [0.5, 3 ** 0.5 / 2], [0.0, 1.0]]]], np.float32) * 2.0
+  MAPS = np.array([4.0, -1.0, -2.0], np.float32).reshape(1, 1, 3, 1)
+
+  def test_one_and_two_steps_by_hand(self):
+    # z' = T z: a (4 - .25) / 1.25 = 3; b (1 - 1 - 1.5) / 2 = -0.75; c (-.75 - 2) / 1.75 = -11/7.
+    one = np.asarray(map_transforms.affinity_maps(self.MAPS, self.FEATURES, 1, 2.0)).ravel()
+    np.testing.assert_allclose(one, [3.0, -0.75, -11 / 7], rtol=1e-5)
+    # Again: a (3 - .1875) / 1.25 = 2.25; b (.75 - .75 - 33/28) / 2 = -33/56;
+    # c (-.5625 - 11/7) / 1.75.
+    two = np.asarray(map_transforms.affinity_maps(self.MAPS, self.FEATURES, 2, 2.0)).ravel()
+    np.testing.assert_allclose(two, [2.25, -33 / 56, (-0.5625 - 11 / 7) / 1.75], rtol=1e-5)
+
+  def test_a_block_of_alike_cells_shares_its_evidence_and_the_scores_stay(self):
+    # Object cells (features (1, 0)) and background cells ((0, 1)) have affinity 0 across: one
+    # step replaces each cell by its block's mean, whatever beta. The object's one strong cell
+    # (7, the part) lifts its 5 weak cells (-1) to (7 - 5) / 6 = 1/3 > 0; background stays -1.
+    obj = np.zeros((4, 4), bool)
+    obj[:2, :3] = True
+    features = np.where(obj[..., None], [1.0, 0.0], [0.0, 1.0])[None].astype(np.float32)
+    maps = np.full((1, 4, 4, 1), -1.0, np.float32)
+    maps[0, 0, 0, 0] = 7.0
+    logits = np.array([[1.5]], np.float32)
+    apply_fn = lambda x, with_features=False: ((logits, maps, features) if with_features
+                                               else (logits, maps))
+    fields = dict(map_transforms.DEFAULTS, map_expansion='affinity', map_expansion_steps=1,
+                  map_expansion_affinity_power=5.0)
+    got_logits, got = map_transforms.transform(apply_fn, None, 'affinity', fields)
+    np.testing.assert_array_equal(got_logits, logits)
+    np.testing.assert_allclose(np.asarray(got)[0, :, :, 0], np.where(obj, 1 / 3, -1.0), rtol=1e-5)
+    assert map_transforms.describe(fields).startswith('affinity: 1 random-walk steps')

@@ -59,6 +59,18 @@
   cells whose features lie nearer the class map's weighted foreground than its background, so a
   weaker part of the object that looks like its discriminative part joins it. A map with no
   positive cell stays as it is. Needs the model's aux['features'] (every head but ACoL's).
+- 'affinity': propagation of each class map along the trunk's own feature affinities: the random
+  walk of PSA (Ahn & Kwak, CVPR 2018) with the trunk's features in place of its learned affinity
+  network, as SEAM's pixel-correlation module does (Wang et al., CVPR 2020). With f the trunk's
+  features at each cell, L2-normalised,
+
+    A_ij = relu(f_i . f_j) ** beta,   T = D^-1 A (each row sums to 1; A_ii = 1 > 0),
+    z' = T^t z,   t = `map_expansion_steps` (2),  beta = `map_expansion_affinity_power` (8);
+
+  each cell's value becomes a weighted mean of the values of the cells whose features resemble its
+  own, so a weaker region of the object that looks like its discriminative part takes a share of
+  the part's evidence while background cells average background. z' stays on z's scale (means
+  of z): boxes at z' > 0. Needs the model's aux['features'] (every head but ACoL's).
 - 'erase+relative', 'advcam+relative': the transform, then the relative rule on its maps.
 
 In every case the scores stay those of the plain image, so classification and the ranking of
@@ -80,7 +92,9 @@ EXPANSIONS = config_schema.EXPANSIONS
 DEFAULTS = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5,
             'map_expansion_step_size': 0.08, 'map_expansion_weight': 7.0,
             'map_expansion_climb_steps': 27, 'map_expansion_climb_classes': 2,
-            'map_expansion_temperature': 10.0}
+            'map_expansion_temperature': 10.0, 'map_expansion_affinity_power': 8.0}
+# The transforms that read the trunk's features (aux['features']; ACoL's heads have none).
+READS_FEATURES = ('cluster', 'affinity')
 
 
 def expand_by_erasing(apply_fn, images, steps, threshold):
@@ -232,6 +246,20 @@ def cluster_maps(maps, features, steps, temperature):
   return s.reshape(b, h, w, c)
 
 
+def affinity_maps(maps, features, steps, power):
+  """'affinity' (module docstring) on maps (B, h, w, C) with features (B, h, w, K)."""
+  b, h, w, c = maps.shape
+  f = features.reshape(b, h * w, -1).astype(jnp.float32)
+  f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+  affinity = jax.nn.relu(jnp.einsum('bik,bjk->bij', f, f)) ** power
+  # A cell's affinity to itself is 1 (0 only for an all-zero feature): every row has a positive sum.
+  walk = affinity / jnp.maximum(affinity.sum(axis=-1, keepdims=True), 1e-12)
+  z = maps.reshape(b, h * w, c).astype(jnp.float32)
+  for _ in range(steps):
+    z = jnp.einsum('bij,bjc->bic', walk, z)
+  return z.reshape(b, h, w, c).astype(maps.dtype)
+
+
 def transform(apply_fn, images, kind, fields):
   """The maps of `kind` (one of EXPANSIONS but 'none') with the values of `fields`."""
   base, _, then = kind.partition('+')
@@ -242,6 +270,10 @@ def transform(apply_fn, images, kind, fields):
   if base == 'cluster':
     logits, maps, features = apply_fn(images, with_features=True)
     return logits, cluster_maps(maps, features, steps, float(fields['map_expansion_temperature']))
+  if base == 'affinity':
+    logits, maps, features = apply_fn(images, with_features=True)
+    return logits, affinity_maps(maps, features, steps,
+                                 float(fields['map_expansion_affinity_power']))
   if base == 'erase':
     logits, maps = expand_by_erasing(apply_fn, images, steps, level)
   else:
@@ -280,6 +312,10 @@ def describe(fields):
     return (f"cluster: {fields['map_expansion_steps']} re-weighting steps of each class map by "
             "the cosine of the trunk's features to its weighted foreground minus its background "
             f"centroid, times {fields['map_expansion_temperature']}")
+  if base == 'affinity':
+    return (f"affinity: {fields['map_expansion_steps']} random-walk steps of each class map along "
+            "the trunk's feature affinities relu(cos)^"
+            f"{fields['map_expansion_affinity_power']}, each row normalised to sum 1")
   if base == 'erase':
     text = (f"test-time erasing: {fields['map_expansion_steps']} passes, erase where a pass's "
             f'normalised map of a predicted class is >= {level}, cellwise max of the maps')
