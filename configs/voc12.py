@@ -76,6 +76,9 @@ def get_config():
   # Convolutions: 'auto' (1x1 as matmuls on CPU, XLA's elsewhere) | 'xla' | 'dot1x1' | 'matmul'
   # | 'onednn' (k x k through oneDNN on CPU, built on first use; models/onednn.py).
   config.model.conv_impl = 'auto'
+  # BatchNorm: 'flax' (flax.linen.BatchNorm) | 'fused' (statistics and gradients in two passes
+  # each; models/batchnorm.py). The same parameters either way.
+  config.model.norm_impl = 'flax'
   config.model.pretrained = ''  # ImageNet ResNet weights (.safetensors or .npz, torchvision names).
 
   # WILDCAT's schedule; the thesis states none.

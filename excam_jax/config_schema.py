@@ -28,6 +28,7 @@ OUTPUT_STRIDES = (8, 16, 32)
 DTYPES = ('float32', 'bfloat16')
 # How convolutions and their gradients are computed (models/fastconv.py).
 CONV_IMPLS = ('auto', 'xla', 'dot1x1', 'matmul', 'onednn', 'onednn_mixed')
+NORM_IMPLS = ('flax', 'fused')  # models/batchnorm.py IMPLS
 LEARN_THRESHOLD = ('none', 'scalar', 'per_class')
 DIVERSITY_LOSSES = ('none', 'pairwise_l2', 'cosine')
 SCHEDULES = ('constant', 'cosine', 'step')
@@ -118,6 +119,8 @@ def validate_model(config):
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
   impl = m.get('conv_impl', 'auto')
   check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')
+  norm = m.get('norm_impl', 'flax')
+  check_field(norm in NORM_IMPLS, 'model.norm_impl', norm, f'one of {NORM_IMPLS}')
   check_field(_is_real(m.adl_gamma) and 0 < m.adl_gamma <= 1, 'model.adl_gamma', m.adl_gamma,
               'a float in (0, 1]')
   check_field(_is_real(m.adl_drop_rate) and 0 <= m.adl_drop_rate <= 1, 'model.adl_drop_rate',

@@ -3,7 +3,7 @@ r"""Times a train step under XLA:CPU flag variants, alternated.
   python experiments/bench_xla_flags.py [--work=default|r101] [--rounds=2] [--steps=20]
       [--variants=default,onednn_dot,...]
 
-Each variant, an XLA_FLAGS value and a config.model.conv_impl, runs in its own process (XLA_FLAGS
+Each variant, an XLA_FLAGS value, a config.model.conv_impl and a config.model.norm_impl, runs in its own process (XLA_FLAGS
 must be set before JAX starts), in the order A B C A B C ... The script prints each measurement
 and the median seconds per step, the first call (compile) time, the first-step loss (so a variant
 that changes the numbers shows it) and what the flags changed in the compiled step: how many
@@ -21,6 +21,7 @@ default flags for this CPU (`runtime.xla.default_cpu_flags()`) and run the defau
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,7 @@ import sys
 from excam_jax.runtime import xla
 
 YNN = '--xla_cpu_experimental_ynn_fusion_type='
-# name: (XLA_FLAGS, config.model.conv_impl). 'plain' is the reference of the ratios.
+# name: (XLA_FLAGS, config.model.conv_impl[, config.model.norm_impl ('flax' when absent)]).
 ONEDNN = '--xla_cpu_use_onednn=true --xla_cpu_experimental_onednn_fusion_type='
 VARIANTS = {
     # The package's defaults (flags for this CPU, conv_impl 'auto') and single changes to them.
@@ -44,6 +45,9 @@ VARIANTS = {
     'vector512': ('+--xla_cpu_prefer_vector_width=512', 'auto'),  # AVX-512 CPUs only.
     'xnn_graph_greedy': ('+--xla_cpu_experimental_xnn_graph_fusion_mode='
                          'XNN_GRAPH_FUSION_MODE_GREEDY', 'auto'),
+    # The fused BatchNorm (config.model.norm_impl='fused', models/batchnorm.py).
+    'fused_bn': ('+', 'auto', 'fused'),
+    'fused_bn_onednn_mixed': ('+', 'onednn_mixed', 'fused'),
     # Exact flag sets (EXCAM_XLA_DEFAULTS=0), the first attempts' variants.
     'plain': ('', 'xla'),
     'ynn+individual_convolution': (YNN + '+individual_convolution', 'xla'),
@@ -61,9 +65,10 @@ from excam_jax.training import parallel
 from excam_jax.training import optim as optim_lib
 from excam_jax.training import steps as steps_lib
 from excam_jax.models import network
-steps, impl, work = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+steps, impl, work, norm = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 config = (voc12 if work == 'r101' else synthetic).get_config()
 config.model.conv_impl = impl
+config.model.norm_impl = norm
 b, size = (8, 224) if work == 'r101' else (config.train.batch_size, config.data.image_size)
 c = 20 if work == 'r101' else config.data.parts.num_classes
 model = network.create_model(config.model, c)
@@ -99,12 +104,23 @@ print(json.dumps({'s_per_step': (time.perf_counter() - start) / steps, 'first_ca
 '''
 
 
+def _signal_name(returncode):
+  """'SIGILL' for a process killed by signal 4 (returncode -4); 'error' for a plain exit."""
+  if returncode < 0:
+    try:
+      return signal.Signals(-returncode).name
+    except ValueError:
+      return f'signal {-returncode}'
+  return 'error'
+
+
 def variant_flags(name):
-  """(XLA_FLAGS, conv_impl) of a variant, the package's defaults for this CPU put in for '+'."""
-  flags, impl = VARIANTS[name]
+  """(XLA_FLAGS, conv_impl, norm_impl) of a variant, the package's defaults for this CPU put in
+  for '+'."""
+  flags, impl, norm = (VARIANTS[name] + ('flax',))[:3]
   if flags.startswith('+'):
     flags = ' '.join(xla.default_cpu_flags() + flags[1:].split())
-  return flags, impl
+  return flags, impl, norm
 
 
 def cpu_model():
@@ -133,19 +149,31 @@ def main():
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   print(f'CPU: {cpu_model()}; package default flags here: {xla.default_cpu_flags() or "none"}')
   results = {name: [] for name in names}
+  failed = {}
   for round_ in range(args.rounds):
     for name in names:
-      flags, impl = variant_flags(name)
+      flags, impl, norm = variant_flags(name)
       env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=flags, EXCAM_XLA_DEFAULTS='0')
-      out = subprocess.run([sys.executable, '-c', WORKER, str(args.steps), impl, args.work],
-                           cwd=repo, env=env, capture_output=True, text=True, check=True)
+      out = subprocess.run([sys.executable, '-c', WORKER, str(args.steps), impl, args.work, norm],
+                           cwd=repo, env=env, capture_output=True, text=True, check=False)
+      if out.returncode != 0:  # A variant that crashes is a result too; the others go on.
+        why = (out.stderr.strip().splitlines() or [''])[-1][:200]
+        failed[name] = f'exit {out.returncode} ({_signal_name(out.returncode)}): {why}'
+        print(f'round {round_ + 1} {name}: failed, {failed[name]}', flush=True)
+        continue
       figures = json.loads(out.stdout.strip().splitlines()[-1])
       results[name].append(figures)
       print(f'round {round_ + 1} {name}: {json.dumps(figures)}', flush=True)
   base_name = names[0]
-  base = statistics.median(r['s_per_step'] for r in results[base_name])
   print(f'load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores')
+  for name, why in failed.items():
+    print(f'{name}: FAILED in at least one round, {why}; XLA_FLAGS="{variant_flags(name)[0]}"')
+  if not results[base_name]:
+    return 1
+  base = statistics.median(r['s_per_step'] for r in results[base_name])
   for name, runs in results.items():
+    if not runs:
+      continue
     median = statistics.median(r['s_per_step'] for r in runs)
     loss = runs[0]['first_loss']
     ref = results[base_name][0]['first_loss']
@@ -156,4 +184,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

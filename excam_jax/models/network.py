@@ -56,7 +56,8 @@ def create_model(model_config, num_classes, head=None):
   conv_impl = m.get('conv_impl', 'auto')  # Absent from configs saved before it existed.
   trunk = resnet.ResNet(depth=m.depth, width=m.width, output_stride=m.output_stride,
                         dilate=m.get('dilate', True), dtype=DTYPES[m.dtype],
-                        freeze_bn=m.freeze_bn, remat=m.remat, conv_impl=conv_impl)
+                        freeze_bn=m.freeze_bn, remat=m.remat, conv_impl=conv_impl,
+                        norm_impl=m.get('norm_impl', 'flax'))
   pooling = m.get('class_pooling', 'mean')
   if head == 'cam':
     if pooling != 'mean':

@@ -14,6 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from excam_jax.models import batchnorm
 from excam_jax.models import fastconv
 
 # Blocks per stage and block kind for each supported depth.
@@ -47,6 +48,7 @@ class _Block(nn.Module):
   use_running_average: bool = True
   dtype: Any = jnp.float32
   conv_impl: str = 'auto'
+  norm_impl: str = 'flax'
 
   def conv(self, features, kernel, name, stride=1, dilation=1):
     return fastconv.Conv(features, kernel, stride=stride, dilation=dilation,
@@ -54,8 +56,8 @@ class _Block(nn.Module):
                          kernel_init=conv_init, impl=self.conv_impl, name=name)
 
   def norm(self, name):
-    return nn.BatchNorm(use_running_average=self.use_running_average, momentum=BN_MOMENTUM,
-                        epsilon=BN_EPSILON, dtype=self.dtype, name=name)
+    return batchnorm.norm(self.norm_impl, use_running_average=self.use_running_average,
+                          momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype, name=name)
 
   def shortcut(self, x, out_features):
     if not self.downsample:
@@ -107,6 +109,8 @@ class ResNet(nn.Module):
     remat: rematerialise each residual block in the backward pass (saves memory).
     conv_impl: one of `fastconv.IMPLS`: how convolutions and their gradients are computed
       (`fastconv`); the parameters are the same for all of them.
+    norm_impl: one of `batchnorm.IMPLS`: Flax's BatchNorm or the fused one (`batchnorm`); the
+      same parameters and statistics either way.
 
   Call: `apply(variables, images, train=False)` with images (B, H, W, 3) returns features
   (B, H/s, W/s, 8 * width * expansion), i.e. (B, H/32, W/32, 2048) for depth >= 50 at width 64.
@@ -119,6 +123,7 @@ class ResNet(nn.Module):
   freeze_bn: bool = False
   remat: bool = False
   conv_impl: str = 'auto'
+  norm_impl: str = 'flax'
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -136,8 +141,8 @@ class ResNet(nn.Module):
     x = x.astype(self.dtype)
     x = fastconv.Conv(self.width, 7, stride=2, padding=3, dtype=self.dtype,
                       kernel_init=conv_init, impl=self.conv_impl, name='conv1')(x)
-    x = nn.BatchNorm(use_running_average=use_running_average, momentum=BN_MOMENTUM,
-                     epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x)
+    x = batchnorm.norm(self.norm_impl, use_running_average=use_running_average,
+                       momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((_pad(3),) * 2,) * 2)
 
@@ -154,7 +159,7 @@ class ResNet(nn.Module):
         stride = 1
       block = functools.partial(block_cls, features=features, dtype=self.dtype,
                                 use_running_average=use_running_average,
-                                conv_impl=self.conv_impl)
+                                conv_impl=self.conv_impl, norm_impl=self.norm_impl)
       out_features = features * expansion
       x = block(stride=stride, dilation=dilation, first_dilation=first_dilation,
                 downsample=stride != 1 or in_features != out_features,

@@ -35,7 +35,8 @@ COMPATIBILITY_FIELDS = ('model', 'data.dataset', 'data.train_split', 'data.image
                         'data.parts', 'data.shuffle_buffer', 'train.batch_size', 'train.seed')
 # Model fields that change only how the arrays are computed (or where a fresh run starts from),
 # not what they are.
-_COMPUTE_ONLY = ('model.dtype', 'model.remat', 'model.conv_impl', 'model.pretrained')
+_COMPUTE_ONLY = ('model.dtype', 'model.remat', 'model.conv_impl', 'model.norm_impl',
+                 'model.pretrained')
 # Fields that define the learning-rate schedule and the run's length: a resume with other values
 # trains a different run than the one checkpointed, so it needs the caller's explicit consent.
 SCHEDULE_FIELDS = ('train.num_epochs', 'optim.head_learning_rate', 'optim.trunk_learning_rate',
