@@ -142,8 +142,8 @@ def get_config():
   # Map transform (models/map_transforms.py) in evaluate and localize: 'none' | 'relative' (boxes
   # keep the cells above map_expansion_threshold of each map's range) | 'erase' (test-time
   # erasing) | 'advcam' (adversarial climbing) | 'cluster' (re-activation by the trunk's features)
-  # | 'affinity' (a random walk along the trunk's feature affinities) | 'erase+relative' |
-  # 'advcam+relative'.
+  # | 'affinity' (a random walk along the trunk's feature affinities) | 'guided' (the image's
+  # guided filter on the upsampled maps) | 'erase+relative' | 'advcam+relative'.
   config.eval.map_expansion = 'none'
   config.eval.map_expansion_steps = 2  # 'erase': erasing passes after the first.
   # 'erase': erase where a pass's normalised map is >= this; 'relative': the boxes' level;
@@ -161,6 +161,9 @@ def get_config():
   # 'affinity': beta, the power of the trunk features' cosine affinities (map_expansion_steps
   # random-walk steps).
   config.eval.map_expansion_affinity_power = 8.0
+  # 'guided': the colour guided filter's window radius (px) and ridge on the image's colours.
+  config.eval.map_expansion_radius = 8
+  config.eval.map_expansion_eps = 0.01
   config.eval.train_box_grid = 128  # Cheap grids for the evaluations during training (not the
   config.eval.train_sweep_grid = 32  # last one, which scores as the evaluate command does).
   return config

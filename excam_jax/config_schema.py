@@ -51,8 +51,8 @@ AUGMENT_DEFAULTS = {'augment': 'none', 'has_grid': 4, 'has_drop_rate': 0.5, 'cut
 WSOL_EVAL_DEFAULTS = {'cam_curve_interval': 0.001, 'iou_threshold_list': (30, 50, 70),
                       'multi_contour_eval': True}
 # Test-time map transforms (models/map_transforms.py).
-EXPANSIONS = ('none', 'relative', 'erase', 'advcam', 'cluster', 'affinity', 'erase+relative',
-              'advcam+relative')
+EXPANSIONS = ('none', 'relative', 'erase', 'advcam', 'cluster', 'affinity', 'guided',
+              'erase+relative', 'advcam+relative')
 
 
 def _is_int(value):
@@ -254,7 +254,9 @@ MAP_EXPANSION_CHECKS = {
     'map_expansion_climb_steps': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
     'map_expansion_climb_classes': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
     'map_expansion_temperature': (lambda v: _is_real(v) and v > 0, 'a float > 0'),
-    'map_expansion_affinity_power': (lambda v: _is_real(v) and v > 0, 'a float > 0')}
+    'map_expansion_affinity_power': (lambda v: _is_real(v) and v > 0, 'a float > 0'),
+    'map_expansion_radius': (lambda v: _is_int(v) and v >= 1, 'an int >= 1'),
+    'map_expansion_eps': (lambda v: _is_real(v) and v > 0, 'a float > 0')}
 
 
 def validate_map_expansion(fields):

@@ -70,13 +70,18 @@ _MAP_EXPANSION_CLIMB_CLASSES = flags.DEFINE_integer(
 _MAP_EXPANSION_TEMPERATURE = flags.DEFINE_float(
     'map_expansion_temperature', None,
     "'cluster': kappa, the scale of the features' cosine difference (> 0).")
+_MAP_EXPANSION_RADIUS = flags.DEFINE_integer(
+    'map_expansion_radius', None, "'guided': the guided filter's window radius in pixels (>= 1).")
+_MAP_EXPANSION_EPS = flags.DEFINE_float(
+    'map_expansion_eps', None, "'guided': the guided filter's ridge on the image's colours (> 0).")
 _MAP_EXPANSION_AFFINITY_POWER = flags.DEFINE_float(
     'map_expansion_affinity_power', None,
     "'affinity': beta, the power of the features' cosine affinities (> 0).")
 _MAP_EXPANSION_NUMBERS = (_MAP_EXPANSION_STEPS, _MAP_EXPANSION_THRESHOLD, _MAP_EXPANSION_STEP_SIZE,
                           _MAP_EXPANSION_WEIGHT, _MAP_EXPANSION_CLIMB_STEPS,
                           _MAP_EXPANSION_CLIMB_CLASSES, _MAP_EXPANSION_TEMPERATURE,
-                          _MAP_EXPANSION_AFFINITY_POWER)
+                          _MAP_EXPANSION_AFFINITY_POWER, _MAP_EXPANSION_RADIUS,
+                          _MAP_EXPANSION_EPS)
 _ACOL_FUSION = flags.DEFINE_enum(
     'acol_fusion', None, list(config_schema.ACOL_FUSIONS),
     "ACoL runs' test-time map (models/acol.py); the run's config.model.acol_fusion if unset.")

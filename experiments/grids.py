@@ -45,6 +45,10 @@ METHODS = {
     # 'affinity', a training-free random walk after PSA and SEAM's PCM): another such candidate.
     'wildcat_affinity': {'model.head': 'wildcat', 'eval.map_expansion': 'affinity'},
     'excam_affinity': dict(_EXCAM, **{'eval.map_expansion': 'affinity'}),
+    # The maps snapped to the image's colour edges (map_transforms 'guided', the colour guided
+    # filter of the image on the upsampled maps): a third such candidate.
+    'wildcat_guided': {'model.head': 'wildcat', 'eval.map_expansion': 'guided'},
+    'excam_guided': dict(_EXCAM, **{'eval.map_expansion': 'guided'}),
     # Hide-and-Seek and CutMix (wsolevaluation's two input-level methods), on CAM as there, and
     # on WILDCAT and ex-CAM (excam_jax/training/augment.py).
     'cam_has': {'model.head': 'cam', 'train.augment': 'has'},
@@ -65,7 +69,8 @@ BASELINES = ('cam', 'wildcat', 'wildcat_max', 'wildcat_relative', 'wildcat_advca
 TRAINED_AS = {'wildcat_erase': 'wildcat', 'wildcat_relative': 'wildcat', 'wildcat_advcam': 'wildcat',
               'wildcat_advcam_relative': 'wildcat', 'excam_erase': 'excam', 'acol_zero': 'acol',
               'wildcat_cluster': 'wildcat', 'excam_cluster': 'excam',
-              'wildcat_affinity': 'wildcat', 'excam_affinity': 'excam'}
+              'wildcat_affinity': 'wildcat', 'excam_affinity': 'excam',
+              'wildcat_guided': 'wildcat', 'excam_guided': 'excam'}
 # Model fields that change only inference: set on the restored model at evaluation.
 INFERENCE_MODEL_FIELDS = ('model.acol_fusion',)
 
@@ -104,6 +109,9 @@ GRIDS.update({'wildcat_cluster': dict(_KMAX, **_CLUSTER), 'excam_cluster': dict(
 _AFFINITY = {'eval.map_expansion_affinity_power': (4.0, 16.0, 64.0)}
 GRIDS.update({'wildcat_affinity': dict(_KMAX, **_AFFINITY),
               'excam_affinity': dict(_KMAX, **_AFFINITY)})
+# The guided filter's window radius in pixels on the 128-px images (eps 0.01 on colours in [0, 1]).
+_GUIDED = {'eval.map_expansion_radius': (4, 8, 16)}
+GRIDS.update({'wildcat_guided': dict(_KMAX, **_GUIDED), 'excam_guided': dict(_KMAX, **_GUIDED)})
 
 # The ablate command's grids (experiments/ablate.py --grid=NAME): variant -> config overrides on
 # top of any --config (VOC, the WSOL benchmark, parts), built from the methods above. The variant

@@ -92,3 +92,14 @@ def test_feature_transforms_read_the_features(run, kind):
   np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-6)  # Scores unchanged.
   assert maps.shape == z.shape and transformed.scale == 'logits'
   assert not np.allclose(maps, z)  # Re-weighted by the features.
+
+
+def test_guided_transform_gives_maps_at_the_images_size(run):
+  workdir, _, images = run
+  logits, z = inference.load(workdir)(images)
+  guided = inference.load(workdir, transform={'map_expansion': 'guided',
+                                              'map_expansion_radius': 2})
+  got_logits, maps = guided(images)
+  np.testing.assert_allclose(got_logits, logits, rtol=1e-5, atol=1e-6)  # Scores unchanged.
+  assert maps.shape == images.shape[:3] + z.shape[-1:] and guided.scale == 'logits'
+

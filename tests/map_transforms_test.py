@@ -286,7 +286,8 @@ class TestFields:
                       'map_expansion_threshold': 0.5, 'map_expansion_step_size': 0.08,
                       'map_expansion_weight': 7.0, 'map_expansion_climb_steps': 27,
                       'map_expansion_climb_classes': 2, 'map_expansion_temperature': 10.0,
-                      'map_expansion_affinity_power': 8.0}
+                      'map_expansion_affinity_power': 8.0, 'map_expansion_radius': 8,
+                      'map_expansion_eps': 0.01}
     # A config saved before the climbing fields existed: AdvCAM's published 27 steps.
     del config.eval['map_expansion_climb_steps'], config.eval['map_expansion_climb_classes']
     old = inference.transform_fields(config, {'map_expansion': 'advcam'})
@@ -455,3 +456,50 @@ class TestAffinity:
     np.testing.assert_array_equal(got_logits, logits)
     np.testing.assert_allclose(np.asarray(got)[0, :, :, 0], np.where(obj, 1 / 3, -1.0), rtol=1e-5)
     assert map_transforms.describe(fields).startswith('affinity: 1 random-walk steps')
+
+
+class TestGuided:
+  """'guided': the colour guided filter of the image on the upsampled maps, by hand."""
+
+  def test_window_means_are_clipped_at_the_border(self):
+    x = np.arange(1.0, 10.0, dtype=np.float32).reshape(1, 3, 3, 1)
+    got = np.asarray(map_transforms._box_mean(x, 1))[0, :, :, 0]  # pylint: disable=protected-access
+    # Corner: (1 + 2 + 4 + 5) / 4; edge: (1 + ... + 6) / 6; centre: the mean of all, 5.
+    np.testing.assert_allclose(got, [[3.0, 3.5, 4.0], [4.5, 5.0, 5.5], [6.0, 6.5, 7.0]],
+                               rtol=1e-6)
+
+  def _inputs(self):
+    # A 4 x 16 image, columns 0-7 black and 8-15 white; the map (at the image's size, so the
+    # upsampling is the identity) is the ramp p_j = j - 6.5, positive from column 7: one column
+    # of the black side.
+    images = np.zeros((1, 4, 16, 3), np.float32)
+    images[:, :, 8:] = 1.0
+    maps = np.broadcast_to(np.arange(16, dtype=np.float32) - 6.5, (1, 4, 16))[..., None].copy()
+    return images, maps
+
+  def test_the_maps_edge_moves_to_the_images_edge(self):
+    # Radius 3, eps -> 0: in a window the fit is p = a I + b with b the mean of p on its black
+    # columns and a + b the mean on its white ones. Column 7 (black) is the mean over the 7
+    # windows centred on 4..10 of the black means -2.5, -2, -1.5, -1, -0.5, 0, 0.5: -1.
+    # Column 8 (white): the white means over the windows centred on 5..11, 1.5, 2, ..., 4.5: 3.
+    images, maps = self._inputs()
+    q = np.asarray(map_transforms.guided_maps(maps, images, 3, 1e-6))[0, :, :, 0]
+    np.testing.assert_allclose(q[:, 7], -1.0, rtol=1e-3)
+    np.testing.assert_allclose(q[:, 8], 3.0, rtol=1e-3)
+    np.testing.assert_array_equal(q > 0, images[0, :, :, 0] > 0)  # Positive exactly on white.
+    assert maps[0, 0, 7, 0] > 0  # Before: positive on a black column too.
+
+  def test_through_the_transform_maps_at_the_images_size_and_the_scores_stay(self):
+    images, _ = self._inputs()
+    low = np.array([[-2.0, 2.0]], np.float32).reshape(1, 1, 2, 1)  # (1, h=1, w=2, C=1)
+    logits = np.array([[0.7]], np.float32)
+    fields = dict(map_transforms.DEFAULTS, map_expansion='guided', map_expansion_radius=2)
+    got_logits, got = map_transforms.transform(lambda x: (logits, low), images, 'guided', fields)
+    np.testing.assert_array_equal(got_logits, logits)
+    assert got.shape == (1, 4, 16, 1)
+    got = np.asarray(got)[0, :, :, 0]
+    assert (got[:, :8] < 0).all() and (got[:, 8:] > 0).all()  # The colour edge splits the map.
+    constant = np.full((1, 1, 2, 1), 1.25, np.float32)  # A flat map stays flat, on its scale.
+    np.testing.assert_allclose(map_transforms.guided_maps(constant, images, 2, 0.01), 1.25,
+                               rtol=1e-5)
+    assert map_transforms.describe(fields).startswith('guided: each class map upsampled')

@@ -71,6 +71,19 @@
   own, so a weaker region of the object that looks like its discriminative part takes a share of
   the part's evidence while background cells average background. z' stays on z's scale (means
   of z): boxes at z' > 0. Needs the model's aux['features'] (every head but ACoL's).
+- 'guided': each class map bilinearly upsampled to the image's size (half-pixel centres, as the
+  evaluation upsamples), then the colour guided filter (He, Sun & Tang, ECCV 2010) with the image
+  as its guide, rescaled to [0, 1] per image: in each (2r + 1)^2 window k the map p is fitted as
+  q = a_k . I + b_k by least squares with ridge eps,
+
+    a_k = (Sigma_k + eps U)^-1 cov_k(I, p),   b_k = mean_k(p) - a_k . mean_k(I),
+    q_i = mean over the windows k holding i of (a_k . I_i + b_k),
+
+  windows clipped at the image's border; r = `map_expansion_radius` (px, 8), eps =
+  `map_expansion_eps` (0.01). Where the map changes inside a window the fit follows the image's
+  colour edges, so the map's border moves from the feature grid's halo to the object's outline;
+  q is locally affine in z and keeps its scale: boxes at q > 0. The maps come out at the
+  image's size.
 - 'erase+relative', 'advcam+relative': the transform, then the relative rule on its maps.
 
 In every case the scores stay those of the plain image, so classification and the ranking of
@@ -92,7 +105,8 @@ EXPANSIONS = config_schema.EXPANSIONS
 DEFAULTS = {'map_expansion': 'none', 'map_expansion_steps': 2, 'map_expansion_threshold': 0.5,
             'map_expansion_step_size': 0.08, 'map_expansion_weight': 7.0,
             'map_expansion_climb_steps': 27, 'map_expansion_climb_classes': 2,
-            'map_expansion_temperature': 10.0, 'map_expansion_affinity_power': 8.0}
+            'map_expansion_temperature': 10.0, 'map_expansion_affinity_power': 8.0,
+            'map_expansion_radius': 8, 'map_expansion_eps': 0.01}
 # The transforms that read the trunk's features (aux['features']; ACoL's heads have none).
 READS_FEATURES = ('cluster', 'affinity')
 
@@ -260,6 +274,41 @@ def affinity_maps(maps, features, steps, power):
   return z.reshape(b, h, w, c).astype(maps.dtype)
 
 
+def _box_mean(x, radius):
+  """Mean of x (B, H, W, ...) over each (2r + 1)^2 window, clipped at the border (integral image)."""
+  h, w = x.shape[1:3]
+  padded = jnp.pad(x, ((0, 0), (1, 0), (1, 0)) + ((0, 0),) * (x.ndim - 3))
+  total = jnp.cumsum(jnp.cumsum(padded, axis=1), axis=2)
+  lo_r = jnp.clip(jnp.arange(h) - radius, 0, h)
+  hi_r = jnp.clip(jnp.arange(h) + radius + 1, 0, h)
+  lo_c = jnp.clip(jnp.arange(w) - radius, 0, w)
+  hi_c = jnp.clip(jnp.arange(w) + radius + 1, 0, w)
+  sums = (total[:, hi_r][:, :, hi_c] - total[:, lo_r][:, :, hi_c]
+          - total[:, hi_r][:, :, lo_c] + total[:, lo_r][:, :, lo_c])
+  counts = ((hi_r - lo_r)[:, None] * (hi_c - lo_c)[None, :]).astype(x.dtype)
+  return sums / counts.reshape((1, h, w) + (1,) * (x.ndim - 3))
+
+
+def guided_maps(maps, images, radius, eps):
+  """'guided' (module docstring): maps (B, h, w, C), images (B, H, W, 3) -> (B, H, W, C)."""
+  b, height, width, _ = images.shape
+  p = jax.image.resize(maps.astype(jnp.float32), (b, height, width, maps.shape[-1]), 'bilinear')
+  guide = images.astype(jnp.float32)
+  low = guide.min(axis=(1, 2, 3), keepdims=True)
+  high = guide.max(axis=(1, 2, 3), keepdims=True)
+  guide = (guide - low) / jnp.maximum(high - low, 1e-12)
+  mean_i = _box_mean(guide, radius)  # (B, H, W, 3)
+  mean_p = _box_mean(p, radius)  # (B, H, W, C)
+  cov_ip = _box_mean(guide[..., :, None] * p[..., None, :], radius) - (
+      mean_i[..., :, None] * mean_p[..., None, :])  # (B, H, W, 3, C)
+  sigma = _box_mean(guide[..., :, None] * guide[..., None, :], radius) - (
+      mean_i[..., :, None] * mean_i[..., None, :])  # (B, H, W, 3, 3)
+  a = jnp.linalg.solve(sigma + eps * jnp.eye(3, dtype=sigma.dtype), cov_ip)  # (B, H, W, 3, C)
+  bias = mean_p - jnp.einsum('bhwkc,bhwk->bhwc', a, mean_i)
+  return (jnp.einsum('bhwkc,bhwk->bhwc', _box_mean(a, radius), guide)
+          + _box_mean(bias, radius)).astype(maps.dtype)
+
+
 def transform(apply_fn, images, kind, fields):
   """The maps of `kind` (one of EXPANSIONS but 'none') with the values of `fields`."""
   base, _, then = kind.partition('+')
@@ -274,6 +323,10 @@ def transform(apply_fn, images, kind, fields):
     logits, maps, features = apply_fn(images, with_features=True)
     return logits, affinity_maps(maps, features, steps,
                                  float(fields['map_expansion_affinity_power']))
+  if base == 'guided':
+    logits, maps = apply_fn(images)
+    return logits, guided_maps(maps, images, int(fields['map_expansion_radius']),
+                               float(fields['map_expansion_eps']))
   if base == 'erase':
     logits, maps = expand_by_erasing(apply_fn, images, steps, level)
   else:
@@ -316,6 +369,10 @@ def describe(fields):
     return (f"affinity: {fields['map_expansion_steps']} random-walk steps of each class map along "
             "the trunk's feature affinities relu(cos)^"
             f"{fields['map_expansion_affinity_power']}, each row normalised to sum 1")
+  if base == 'guided':
+    return (f"guided: each class map upsampled to the image and passed through the colour guided "
+            f"filter of the image (radius {fields['map_expansion_radius']} px, eps "
+            f"{fields['map_expansion_eps']})")
   if base == 'erase':
     text = (f"test-time erasing: {fields['map_expansion_steps']} passes, erase where a pass's "
             f'normalised map of a predicted class is >= {level}, cellwise max of the maps')

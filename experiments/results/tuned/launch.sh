@@ -23,5 +23,5 @@ LEVELS=$($PY experiments/certify.py --csv=/work/main/runs/probes/study.csv --lev
 CUES=$(echo "${LEVELS:+$LEVELS,}1")
 echo "tuning at body_cue $CUES"
 exec $PY experiments/study.py --tune --jobs=2 --workdir=/work/main/runs/tuned \
-  --methods=wildcat,excam,wildcat_max,cam,wildcat_relative,adl,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,acol,acol_zero \
+  --methods=wildcat,excam,wildcat_max,cam,wildcat_relative,adl,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,acol,acol_zero \
   --body_cue=$CUES --seeds=100,101
