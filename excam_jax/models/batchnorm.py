@@ -58,11 +58,6 @@ def _forward(x, scale, bias, epsilon):
   return (y, mean, var), (x, mean, rstd, scale)
 
 
-def _fwd(x, scale, bias, epsilon):
-  out, residuals = _forward(x, scale, bias, epsilon)
-  return out, residuals
-
-
 def _bwd(epsilon, residuals, cotangents):
   del epsilon
   x, mean, rstd, scale = residuals
@@ -76,7 +71,7 @@ def _bwd(epsilon, residuals, cotangents):
   return dx, dscale, dbias
 
 
-batch_norm.defvjp(_fwd, _bwd)
+batch_norm.defvjp(_forward, _bwd)
 
 
 class FusedBatchNorm(nn.Module):
