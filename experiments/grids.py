@@ -24,6 +24,9 @@ METHODS = {
     # ex-CAM on a CAM base (the thesis's section 3.7): each class map's global average as its
     # score (model.spatial_pooling='gap'), no pooling knob.
     'excam_gap': dict(_EXCAM, **{'model.spatial_pooling': 'gap'}),
+    # Candidate: ex-CAM with four maps and the bounded (cosine) form of the thesis's map diversity
+    # loss (section 3.8.1), which pushes a class's maps apart.
+    'excam_m4_div': dict(_EXCAM, **{'model.num_maps': 4, 'optim.diversity_loss': 'cosine'}),
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
     # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0
@@ -82,6 +85,7 @@ GRIDS = {
     'excam_gap': {},
     'wildcat': _KMAX, 'wildcat_max': _KMAX, 'excam': _KMAX, 'excam_selfdrop': _KMAX,
     'adl': dict(_KMAX, **{'model.adl_gamma': (0.8, 0.9)}),
+    'excam_m4_div': dict(_KMAX, **{'optim.diversity_weight': (0.1, 1.0)}),
     'acol': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'acol_excam': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'body_only': {}, 'part_only': {},
