@@ -240,11 +240,16 @@ def adversarial_climbing(apply_fn, images, steps, threshold, step_size, weight, 
   return logits, jnp.where(jnp.sum(own, axis=1) > 0, chosen, max_normalise(jax.nn.relu(maps)))
 
 
+def _unit_cells(features):
+  """Features (B, h, w, K) as (B, h * w, K) float32, each cell's vector L2-normalised."""
+  f = features.reshape(features.shape[0], -1, features.shape[-1]).astype(jnp.float32)
+  return f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+
+
 def cluster_maps(maps, features, steps, temperature):
   """'cluster' (module docstring) on maps (B, h, w, C) with features (B, h, w, K)."""
   b, h, w, c = maps.shape
-  f = features.reshape(b, h * w, -1).astype(jnp.float32)
-  f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+  f = _unit_cells(features)
   z = maps.reshape(b, h * w, c).astype(jnp.float32)
   positive = jax.nn.relu(z)
   peak = positive.max(axis=1, keepdims=True)
@@ -263,8 +268,7 @@ def cluster_maps(maps, features, steps, temperature):
 def affinity_maps(maps, features, steps, power):
   """'affinity' (module docstring) on maps (B, h, w, C) with features (B, h, w, K)."""
   b, h, w, c = maps.shape
-  f = features.reshape(b, h * w, -1).astype(jnp.float32)
-  f = f / jnp.maximum(jnp.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+  f = _unit_cells(features)
   affinity = jax.nn.relu(jnp.einsum('bik,bjk->bij', f, f)) ** power
   # A cell's affinity to itself is 1 (0 only for an all-zero feature): every row has a positive sum.
   walk = affinity / jnp.maximum(affinity.sum(axis=-1, keepdims=True), 1e-12)
