@@ -70,6 +70,10 @@ def get_config():
   # ACoL's test-time map: 'normalised' (mean of A's and B's min-max normalised maps - 0.5: boxes
   # keep the cells above half the range) | 'logits' (mean of their maps z: boxes at sigma(z) > 0.5).
   config.model.acol_fusion = 'normalised'
+  # A foreground generator after BAS on a WILDCAT-family head: a second 1x1 conv whose maps
+  # localize (the classifier's only classify), trained by optim.background_weight and
+  # optim.area_weight.
+  config.model.map_generator = False
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
   config.model.freeze_bn = False  # Use running statistics in training (tiny per-device batches).
   config.model.remat = False  # Rematerialise trunk stages to save memory.
@@ -101,6 +105,9 @@ def get_config():
   # Map-area penalty (models/losses.py area_loss): weight of the mean sigmoid(z) of the positive
   # classes' maps; 0 is off.
   config.optim.area_weight = 0.0
+  # BAS's background-activation ratio (models/losses.py background_loss): the share of a positive
+  # class's activation outside its generator's foreground; > 0 exactly with model.map_generator.
+  config.optim.background_weight = 0.0
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16  # Global batch over all devices and processes.

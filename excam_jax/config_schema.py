@@ -38,7 +38,7 @@ LOSSES = ('bce', 'softmax')
 # config.optim fields added after runs were first saved, with the values those runs trained with
 # (models/losses.py, train.py create_optimizer); decay_every_epochs is wsolevaluation's default.
 OPTIM_DEFAULTS = {'loss': 'bce', 'nesterov': False, 'decay_every_epochs': 30,
-                  'head_rate_stages': ()}
+                  'head_rate_stages': (), 'background_weight': 0.0}
 MAXBOXACC = ('exact', 'wsolevaluation')
 # Input augmentations of training (training/augment.py), and their config.train fields with the
 # defaults (wsolevaluation's) that configs saved before the fields existed count as holding.
@@ -116,6 +116,10 @@ def validate_model(config):
               f'one of {SPATIAL_POOLINGS}')
   check_field(spatial == 'wildcat' or kind != 'cam', 'model.spatial_pooling', spatial,
               "'wildcat' with a CAM head (it pools by its own global average)")
+  generator = m.get('map_generator', False)
+  check_field(isinstance(generator, bool), 'model.map_generator', generator, 'True or False')
+  check_field(not generator or (kind != 'cam' and m.head != 'acol'), 'model.map_generator', generator,
+              "False with a CAM or ACoL head (the generator sits on a WILDCAT-family head)")
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
   impl = m.get('conv_impl', 'auto')
   check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')
@@ -197,6 +201,14 @@ def validate_training(config):
                 'a finite float >= 0')
   area = o.get('area_weight', 0.0)
   check_field(_is_real(area) and area >= 0, 'optim.area_weight', area, 'a finite float >= 0')
+  background = o.get('background_weight', 0.0)
+  check_field(_is_real(background) and background >= 0, 'optim.background_weight', background,
+              'a finite float >= 0')
+  generator = config.model.get('map_generator', False) is True
+  check_field(generator or not background, 'optim.background_weight', background,
+              '0 without model.map_generator (it weighs the ratio of a generator\'s maps)')
+  check_field(not generator or background > 0, 'optim.background_weight', background,
+              '> 0 with model.map_generator (the generator learns from it; 1.0 is BAS\'s)')
   optimizer = o.get('optimizer', 'sgd')
   check_field(optimizer in OPTIMIZERS, 'optim.optimizer', optimizer, f'one of {OPTIMIZERS}')
   check_field(_is_real(o.momentum) and 0 <= o.momentum < 1, 'optim.momentum', o.momentum,

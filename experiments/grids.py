@@ -27,6 +27,11 @@ METHODS = {
     # Candidate: ex-CAM with four maps and the bounded (cosine) form of the thesis's map diversity
     # loss (section 3.8.1), which pushes a class's maps apart.
     'excam_m4_div': dict(_EXCAM, **{'model.num_maps': 4, 'optim.diversity_loss': 'cosine'}),
+    # Candidate: WILDCAT with BAS's foreground generator (Wu, Zhai and Cao, CVPR 2022): a second
+    # 1x1 conv whose maps localize, trained to hold the classifier's activation (background
+    # ratio, weight 1 as BAS's) in the smallest area (area weight tuned).
+    'wildcat_bas': {'model.head': 'wildcat', 'model.map_generator': True,
+                    'optim.background_weight': 1.0},
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
     # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0
@@ -86,6 +91,9 @@ GRIDS = {
     'wildcat': _KMAX, 'wildcat_max': _KMAX, 'excam': _KMAX, 'excam_selfdrop': _KMAX,
     'adl': dict(_KMAX, **{'model.adl_gamma': (0.8, 0.9)}),
     'excam_m4_div': dict(_KMAX, **{'optim.diversity_weight': (0.1, 1.0)}),
+    # The area weight over the background ratio's 1: a cell joins the foreground where its
+    # activation exceeds that ratio times the map's mean activation.
+    'wildcat_bas': dict(_KMAX, **{'optim.area_weight': (0.5, 2.0)}),
     'acol': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'acol_excam': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'body_only': {}, 'part_only': {},

@@ -110,7 +110,8 @@ class TestCheckpoints:
                           ('model', 'acol_fusion'), ('model', 'class_pooling'),
                           ('optim', 'optimizer'), ('optim', 'area_weight'), ('model', 'dilate'),
                           ('optim', 'loss'), ('optim', 'nesterov'), ('optim', 'decay_every_epochs'),
-                          ('optim', 'head_rate_stages')):
+                          ('optim', 'head_rate_stages'), ('model', 'map_generator'),
+                          ('optim', 'background_weight')):
       del saved[section][name]
     del saved['data']['parts']['body_cue']
     fields = checkpoints.COMPATIBILITY_FIELDS + checkpoints.SCHEDULE_FIELDS

@@ -124,3 +124,40 @@ class TestAreaLoss:
     want[0, 0, :, 0] = [0.5 * 0.5 / 2 / 2, 0.75 * 0.25 / 2 / 2]
     want[1, 0, :, 1] = [0.25 * 0.75 / 2 / 2, 0.5 * 0.5 / 2 / 2]
     np.testing.assert_allclose(grad, want, rtol=1e-5, atol=1e-8)
+
+
+class TestBackgroundLoss:
+  # Two cells, two classes. Image 0, class 0: activation relu(2, -1) = (2, 0), foreground
+  # sigmoid(0, ln 3) = (1/2, 3/4): outside (1/2, 1/4), mean((1 - m) a) = 1/2, mean(a) = 1, ratio 1/2.
+  # Image 1, class 1: a = (1, 3), m = (3/4, 1/2): mean((1 - m) a) = (1/4 + 3/2) / 2 = 7/8,
+  # mean(a) = 2, ratio 7/16. The other two pairs are negatives (their values must not count).
+  LN3 = np.log(3.0)
+  ACTIVATION = jnp.array([[[[2.0, 5.0], [-1.0, 5.0]]], [[[5.0, 1.0], [5.0, 3.0]]]])
+  FOREGROUND = jnp.array([[[[0.0, -9.0], [LN3, -9.0]]], [[[-9.0, LN3], [-9.0, 0.0]]]])
+  LABELS = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+
+  def test_share_of_activation_outside_the_foreground(self):
+    got = losses.background_loss(self.ACTIVATION, self.FOREGROUND, self.LABELS, eps=0.0)
+    np.testing.assert_allclose(got, (1 / 2 + 7 / 16) / 2, rtol=1e-6)
+    got = losses.background_loss(self.ACTIVATION, self.FOREGROUND, self.LABELS)
+    np.testing.assert_allclose(got, (0.5 / 1.01 + 0.875 / 2.01) / 2, rtol=1e-6)
+
+  def test_mask_leaves_padding_out_and_no_positive_gives_zero(self):
+    got = losses.background_loss(self.ACTIVATION, self.FOREGROUND, self.LABELS,
+                                 jnp.array([0.0, 1.0]), eps=0.0)
+    np.testing.assert_allclose(got, 7 / 16, rtol=1e-6)
+    assert float(losses.background_loss(self.ACTIVATION, self.FOREGROUND,
+                                        jnp.zeros((2, 2)))) == 0.0
+
+  def test_gradient_grows_the_foreground_on_activation_and_moves_activation_into_it(self):
+    grad_g, grad_z = jax.grad(
+        lambda g, z: losses.background_loss(z, g, self.LABELS, eps=0.0),
+        argnums=(0, 1))(self.FOREGROUND, self.ACTIVATION)
+    # d ratio / d g_i = -s_i (1 - s_i) a_i / sum(a), halved over the two pairs: image 0's first
+    # cell (a = 2, s = 1/2): -1/4 * 2 / 2 / 2; its second cell has no activation: 0.
+    np.testing.assert_allclose(grad_g[0, 0, :, 0], [-0.125, 0.0], atol=1e-7)
+    # d ratio / d a_i = ((1 - m_i) - ratio) / sum(a), halved: image 1 (ratio 7/16, sum 4):
+    # (1/4 - 7/16) / 4 / 2 < 0 (inside, pulled up), (1/2 - 7/16) / 4 / 2 > 0 (outside, pushed down).
+    np.testing.assert_allclose(grad_z[1, 0, :, 1], [-3 / 128, 1 / 128], rtol=1e-5)
+    assert float(grad_z[0, 0, 1, 0]) == 0.0  # relu: no gradient below zero.
+    assert not np.asarray(grad_g)[..., 1][0].any() and not np.asarray(grad_z)[0, ..., 1].any()

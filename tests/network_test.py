@@ -315,3 +315,27 @@ def test_spatial_pooling_is_checked_and_reaches_the_head():
   config.model.update(head='cam', spatial_pooling='gap')
   with pytest.raises(ConfigError, match='CAM head'):
     config_schema.validate_model(config)
+
+
+def test_map_generator_is_checked_and_reaches_the_head():
+  config = tiny.get_config()
+  config.model.update(head='excam', map_generator=True)
+  config.optim.background_weight = 1.0
+  config_schema.validate_model(config)
+  config_schema.validate_training(config)
+  model = network.create_model(config.model, 3)
+  assert model.head.generator
+  _, aux = model.apply(model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))),
+                       jnp.zeros((2, 32, 32, 3)))
+  assert aux['class_maps'].shape == aux['activation_maps'].shape == (2, 4, 4, 3)
+  for head in ('cam', 'acol'):
+    config.model.head = head
+    with pytest.raises(ConfigError, match=r'model\.map_generator=True is invalid'):
+      config_schema.validate_model(config)
+  config.model.head = 'wildcat'
+  config.optim.background_weight = 0.0  # The generator would learn nothing.
+  with pytest.raises(ConfigError, match=r'optim\.background_weight=0\.0 is invalid.*> 0'):
+    config_schema.validate_training(config)
+  config.model.map_generator, config.optim.background_weight = False, 1.0
+  with pytest.raises(ConfigError, match=r'optim\.background_weight=1\.0 is invalid.*0 without'):
+    config_schema.validate_training(config)

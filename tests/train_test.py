@@ -39,6 +39,14 @@ class PooledNet(nn.Module):
     return logits, {'class_maps': logits[:, None, None], 'maps': maps}
 
 
+class GeneratorNet(PooledNet):
+  """PooledNet with a generator's maps: class_maps l / 2, activation_maps l (one cell)."""
+
+  def __call__(self, images, train=False):
+    logits, aux = super().__call__(images, train)
+    return logits, dict(aux, class_maps=aux['class_maps'] / 2, activation_maps=aux['class_maps'])
+
+
 def step_config(**overrides):
   config = ml_collections.ConfigDict({
       'trunk_learning_rate': 0.1, 'head_learning_rate': 0.5, 'momentum': 0.9,
@@ -240,6 +248,27 @@ class TestTrainStep:
     np.testing.assert_allclose(metrics['area_loss'], (s * y).sum() / y.sum(), rtol=1e-5)
     np.testing.assert_allclose(metrics['loss'], metrics['bce_loss'] + 0.5 * metrics['area_loss'],
                                rtol=1e-6)
+
+  def test_background_term_is_added(self):
+    model = GeneratorNet()
+    config = step_config(area_weight=0.5, background_weight=2.0)
+    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
+    batch = random_batch(0)
+    state = new_state(model, tx)
+    logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                            batch['image'], train=True, mutable=['batch_stats'])[0]
+    _, metrics = step(state, batch)
+    # One cell: activation relu(l), foreground sigmoid(l / 2) (the generator's map).
+    z, y = np.asarray(logits, np.float64), batch['label']
+    a, m = np.maximum(z, 0), 1 / (1 + np.exp(-z / 2))
+    ratio = (1 - m) * a / (a + 0.01)
+    np.testing.assert_allclose(metrics['background_loss'], (ratio * y).sum() / y.sum(), rtol=1e-5)
+    np.testing.assert_allclose(metrics['area_loss'], (m * y).sum() / y.sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        metrics['loss'],
+        metrics['bce_loss'] + 0.5 * metrics['area_loss'] + 2.0 * metrics['background_loss'],
+        rtol=1e-6)
 
   def test_softmax_loss_by_hand(self):
     model = PooledNet()

@@ -202,6 +202,22 @@ def test_head_has_no_method_fields():
   # A method's knobs live on its transform module, not on the head behind a string switch.
   fields = {f.name for f in dataclasses.fields(wildcat.WildcatHead)} - {'parent', 'name'}
   assert fields == {'num_classes', 'num_maps', 'kmax', 'kmin', 'alpha', 'class_pooling',
-                    'spatial_pooling', 'transform', 'conv_impl'}
+                    'spatial_pooling', 'transform', 'conv_impl', 'generator'}
   for name in OLD_UNION_FIELDS + ('threshold',):
     assert not hasattr(wildcat.WildcatHead, name), name
+
+
+def test_generator_maps_localize_and_leave_the_classifier_unchanged():
+  features = jax.random.normal(jax.random.key(0), (2, 3, 3, 4))
+  plain = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=0.3, alpha=0.0)
+  head = wildcat.WildcatHead(num_classes=3, num_maps=2, kmax=0.3, alpha=0.0, generator=True)
+  params = head.init(jax.random.key(1), features)['params']
+  assert params['generator']['kernel'].shape == (1, 1, 4, 3)
+  logits, aux = head.apply({'params': params}, features)
+  plain_logits, plain_aux = plain.apply({'params': {'classifier': params['classifier']}},
+                                        features)
+  np.testing.assert_allclose(logits, plain_logits, rtol=1e-6)
+  np.testing.assert_allclose(aux['activation_maps'], plain_aux['class_maps'], rtol=1e-6)
+  kernel, bias = params['generator']['kernel'][0, 0], params['generator']['bias']
+  want = np.einsum('bhwk,kc->bhwc', np.asarray(features), np.asarray(kernel)) + np.asarray(bias)
+  np.testing.assert_allclose(aux['class_maps'], want, rtol=1e-5, atol=1e-6)

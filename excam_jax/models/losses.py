@@ -1,5 +1,6 @@
 """Loss terms of training: the classification losses (multi-label BCE, single-label softmax
-cross-entropy), the map diversity term and the map-area penalty."""
+cross-entropy), the map diversity term, the map-area penalty and BAS's background-activation
+ratio."""
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +71,9 @@ def area_loss(class_maps, labels, mask=None):
   i.e. the soft fraction of the map that says "class c here". Added with a weight to the loss,
   it leaves the top-k cells that carry the class score and pulls the rest of the positive
   classes' maps below zero (negative classes' maps are pushed down by the BCE already).
-  It plays the role of the background-activation suppression of BAS (Zhu et al., CVPR 2022)
-  without BAS's background branch.
+  Alone, on the classifier's own maps, it plays the role of the area constraint of BAS (Wu, Zhai
+  and Cao, CVPR 2022) without BAS's background term; on the maps of a foreground generator
+  (model.map_generator) it is BAS's area term, beside `background_loss`.
 
   Args:
     class_maps: (B, h, w, C).
@@ -82,3 +84,29 @@ def area_loss(class_maps, labels, mask=None):
   weight = labels if mask is None else labels * mask[:, None]
   return (area * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
+
+
+def background_loss(activation_maps, class_maps, labels, mask=None, eps=0.01):
+  """BAS's background-activation ratio (Wu, Zhai and Cao, CVPR 2022) for multi-label data.
+
+  For each positive class c of an image, with a = relu(activation_maps_c) the classifier's
+  activation and m = sigmoid(class_maps_c) the generator's foreground:
+  ratio = mean_cells((1 - m) a) / (mean_cells(a) + eps), the share of the class's activation left
+  in its background; the loss is its mean over the (image, class) pairs with labels 1 (and mask
+  1). Beside `area_loss` (the mean of m) it asks for the smallest foreground that holds the
+  activation: a cell is worth covering where a > (area weight / background weight) * mean(a).
+  Its gradient reaches the classifier too (as in BAS), which moves activation into the
+  foreground. eps bounds the gradient of a class with almost no activation.
+
+  Args:
+    activation_maps: (B, h, w, C) the classifier's class maps z.
+    class_maps: (B, h, w, C) the generator's logits g.
+    labels: (B, C) 0/1.
+    mask: (B,) 1 for real examples (None: all).
+    eps: added to the mean activation.
+  """
+  a = jax.nn.relu(activation_maps.astype(jnp.float32))
+  outside = 1.0 - jax.nn.sigmoid(class_maps.astype(jnp.float32))
+  ratio = jnp.mean(outside * a, axis=(1, 2)) / (jnp.mean(a, axis=(1, 2)) + eps)  # (B, C)
+  weight = labels if mask is None else labels * mask[:, None]
+  return (ratio * weight).sum() / jnp.maximum(weight.sum(), 1.0)

@@ -41,7 +41,8 @@ def create_model(model_config, num_classes, head=None):
   `adl.AttentionDropout`, each built from its own config fields; 'acol' is an
   `acol.ACoLNet` of two networks of the kind model.acol_head, its test-time map fused as
   model.acol_fusion. model.class_pooling ('mean' or 'max' over a class's M maps) sets the
-  WILDCAT-family heads' class-wise pooling; CAM has none. `head` overrides model.head. Fields
+  WILDCAT-family heads' class-wise pooling; CAM has none. model.map_generator adds BAS's
+  foreground generator to a WILDCAT-family head (its maps localize). `head` overrides model.head. Fields
   absent from configs saved before they existed take the value those runs had.
   """
   m = model_config
@@ -74,5 +75,6 @@ def create_model(model_config, num_classes, head=None):
   wildcat_head = wildcat.WildcatHead(num_classes=num_classes, num_maps=m.num_maps, kmax=m.kmax,
                                      kmin=m.kmin, alpha=m.alpha, class_pooling=pooling,
                                      spatial_pooling=m.get('spatial_pooling', 'wildcat'),
-                                     transform=transform, conv_impl=conv_impl)
+                                     transform=transform, conv_impl=conv_impl,
+                                     generator=m.get('map_generator', False))
   return WSOLNet(trunk=trunk, head=wildcat_head)

@@ -102,10 +102,16 @@ class WildcatHead(nn.Module):
       pooling of each class map (CAM's; ex-CAM on a CAM base, the thesis's section 3.7).
     transform: the per-map transform, or None for none.
     conv_impl: how the 1x1 conv is computed (`fastconv`; the same parameters either way).
+    generator: add a foreground generator after BAS (Wu, Zhai and Cao, CVPR 2022): a second 1x1
+      conv ('generator', C channels) on the same features whose logits g_c, sigmoid(g_c) the
+      foreground of class c, are the maps that localize; the classifier's maps only classify.
+      It learns from `losses.background_loss` and `losses.area_loss` (optim.background_weight,
+      optim.area_weight).
 
   Returns `(logits, aux)`: logits (B, C) are the pooled scores s_c; aux holds 'class_maps'
   (B, h, w, C), the class-wise pooling of the transformed maps, and 'maps' (B, h, w, C, M) before
-  and 'dropped_maps' after the transform.
+  and 'dropped_maps' after the transform. With the generator, 'class_maps' are its logits g and
+  'activation_maps' the classifier's class maps.
   """
   num_classes: int
   num_maps: int = 8
@@ -116,6 +122,7 @@ class WildcatHead(nn.Module):
   spatial_pooling: str = 'wildcat'
   transform: Optional[nn.Module] = None
   conv_impl: str = 'auto'
+  generator: bool = False
 
   def setup(self):
     if self.transform is not None:
@@ -137,4 +144,9 @@ class WildcatHead(nn.Module):
       logits = class_maps.mean(axis=(1, 2))
     else:
       logits = wildcat_pool(class_maps, self.kmax, self.kmin, self.alpha)
-    return logits, {'class_maps': class_maps, 'maps': maps, 'dropped_maps': dropped}
+    aux = {'class_maps': class_maps, 'maps': maps, 'dropped_maps': dropped}
+    if self.generator:
+      foreground = fastconv.Conv(self.num_classes, 1, use_bias=True, impl=self.conv_impl,
+                                 name='generator')(features)
+      aux.update(class_maps=foreground, activation_maps=class_maps)
+    return logits, aux

@@ -51,7 +51,7 @@ ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
                   'model.spatial_pooling': 'wildcat',
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
                   'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0,
-                  'model.dilate': True,
+                  'model.dilate': True, 'model.map_generator': False,
                   **{f'train.{k}': v for k, v in config_schema.AUGMENT_DEFAULTS.items()},
                   # As JSON holds them (tuples are lists there).
                   **{f'optim.{k}': list(v) if isinstance(v, tuple) else v

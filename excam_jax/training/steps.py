@@ -32,9 +32,10 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0,
-               stage=None, area_weight=0.0, augment=None, loss='bce'):
+               stage=None, area_weight=0.0, augment=None, loss='bce', background_weight=0.0):
   """One SGD step on a (global) batch: BCE or softmax cross-entropy (`loss`, models/losses.py;
-  + diversity, + map-area), BatchNorm statistics updated.
+  + diversity, + map-area, + BAS's background ratio on a generator's maps), BatchNorm statistics
+  updated.
 
   With `stage` ('a' or 'b', ACoL), only params[stage] is trained, by tx.transforms[stage]
   (a StagedOptimizer), through the model's method `stage_<stage>`.
@@ -43,7 +44,7 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
 
   Returns:
     (new state, metrics): metrics hold scalar 'loss' and 'bce_loss' or 'softmax_loss' (and
-    'diversity_loss', 'area_loss'), the gradients' and the updated parameters' global norms
+    'diversity_loss', 'area_loss', 'background_loss'), the gradients' and the updated parameters' global norms
     'grad_norm' and 'param_norm'.
   """
   rng = jax.random.fold_in(state.rng, state.step)
@@ -74,6 +75,11 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
       area = losses.area_loss(aux['class_maps'], labels, batch['mask'])
       metrics['area_loss'] = area
       total = total + area_weight * area
+    if background_weight:
+      background = losses.background_loss(aux['activation_maps'], aux['class_maps'], labels,
+                                          batch['mask'])
+      metrics['background_loss'] = background
+      total = total + background_weight * background
     metrics['loss'] = total
     return total, (updates.get('batch_stats', state.batch_stats), metrics)
 
@@ -112,7 +118,8 @@ def make_train_step(optim, model, tx, mesh, stage=None, augment=None):
       functools.partial(train_step, model=model, tx=tx, diversity_loss=optim.diversity_loss,
                         diversity_weight=optim.diversity_weight, stage=stage,
                         area_weight=optim.get('area_weight', 0.0), augment=augment,
-                        loss=optim.get('loss', 'bce')),
+                        loss=optim.get('loss', 'bce'),
+                        background_weight=optim.get('background_weight', 0.0)),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
