@@ -1,6 +1,6 @@
-r"""CAM overlays of several trained runs on the same validation images (parts data set).
+r"""CAM overlays of several trained runs on the same images of a split (parts data set).
 
-  python experiments/compare_maps.py --out=maps.png --images=0,1,2,3,4,5 \
+  python experiments/compare_maps.py --out=maps.png --images=0,1,2,3,4,5 [--split=test] \
       --runs=WILDCAT=runs/study/runs/wildcat_cue0.5_seed0,ex-CAM=runs/study/runs/excam_cue0.5_seed0,erase=runs/study/runs/wildcat_cue0.5_seed0@erase
 
 One row per image, one column per run (NAME=WORKDIR, with @erase for test-time erasing or
@@ -37,13 +37,16 @@ def class_maps(workdir, transform, images):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--runs', required=True, help='NAME=WORKDIR[@erase|@relative],...')
-  parser.add_argument('--images', default='0,1,2,3,4,5', help='validation indices')
+  parser.add_argument('--images', default='0,1,2,3,4,5', help="indices in --split's images")
+  parser.add_argument('--split', default='validation', choices=sorted(synthetic.SPLITS),
+                      help="the parts data set's split the images come from (its seed is the "
+                           "first run's)")
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
   runs = [item.split('=', 1) for item in args.runs.split(',') if item]
   indices = [int(i) for i in args.images.split(',') if i.strip()]
   first = checkpoints.restore(runs[0][1].split('@')[0])[0].data.parts
-  examples = [synthetic.render(first.seed, 'validation', i, **synthetic.options(first))
+  examples = [synthetic.render(first.seed, args.split, i, **synthetic.options(first))
               for i in indices]
   images = np.stack([e['image'] for e in examples]).astype(np.float32) / np.float32(255.0)
   columns = []
