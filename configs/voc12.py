@@ -74,6 +74,9 @@ def get_config():
   # localize (the classifier's only classify), trained by optim.background_weight and
   # optim.area_weight.
   config.model.map_generator = False
+  # The trunk stage it reads (1-4, at the maps' resolution; 4: the trunk's output, as the
+  # classifier; BAS reads the stage before the last).
+  config.model.map_generator_stage = 4
   config.model.dtype = 'float32'  # Compute dtype: 'float32' | 'bfloat16'; parameters stay float32.
   config.model.freeze_bn = False  # Use running statistics in training (tiny per-device batches).
   config.model.remat = False  # Rematerialise trunk stages to save memory.

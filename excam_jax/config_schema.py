@@ -120,6 +120,11 @@ def validate_model(config):
   check_field(isinstance(generator, bool), 'model.map_generator', generator, 'True or False')
   check_field(not generator or (kind != 'cam' and m.head != 'acol'), 'model.map_generator', generator,
               "False with a CAM or ACoL head (the generator sits on a WILDCAT-family head)")
+  stage = m.get('map_generator_stage', 4)
+  stages = tuple(s for s in (1, 2, 3, 4) if 4 * 2 ** (s - 1) >= m.output_stride)
+  check_field(_is_int(stage) and stage in stages, 'model.map_generator_stage', stage,
+              f'one of {stages}: a trunk stage at the maps\' resolution (output_stride '
+              f'{m.output_stride}; 4 is the trunk\'s output)')
   check_field(m.dtype in DTYPES, 'model.dtype', m.dtype, f'one of {DTYPES}')
   impl = m.get('conv_impl', 'auto')
   check_field(impl in CONV_IMPLS, 'model.conv_impl', impl, f'one of {CONV_IMPLS}')

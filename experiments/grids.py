@@ -28,10 +28,11 @@ METHODS = {
     # loss (section 3.8.1), which pushes a class's maps apart.
     'excam_m4_div': dict(_EXCAM, **{'model.num_maps': 4, 'optim.diversity_loss': 'cosine'}),
     # Candidate: WILDCAT with BAS's foreground generator (Wu, Zhai and Cao, CVPR 2022): a second
-    # 1x1 conv whose maps localize, trained to hold the classifier's activation (background
-    # ratio, weight 1 as BAS's) in the smallest area (area weight tuned).
+    # 1x1 conv, on the trunk's stage before the last as BAS's, whose maps localize, trained to
+    # hold the classifier's activation (background ratio, weight 1 as BAS's) in the smallest
+    # area (area weight tuned).
     'wildcat_bas': {'model.head': 'wildcat', 'model.map_generator': True,
-                    'optim.background_weight': 1.0},
+                    'model.map_generator_stage': 3, 'optim.background_weight': 1.0},
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
     # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0

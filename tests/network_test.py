@@ -328,6 +328,16 @@ def test_map_generator_is_checked_and_reaches_the_head():
   _, aux = model.apply(model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3))),
                        jnp.zeros((2, 32, 32, 3)))
   assert aux['class_maps'].shape == aux['activation_maps'].shape == (2, 4, 4, 3)
+  config.model.map_generator_stage = 3  # BAS's: the stage before the last (32 channels here).
+  config_schema.validate_model(config)
+  model = network.create_model(config.model, 3)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  assert variables['params']['head']['generator']['kernel'].shape == (1, 1, 32, 3)
+  assert model.apply(variables, jnp.zeros((2, 32, 32, 3)))[1]['class_maps'].shape == (2, 4, 4, 3)
+  config.model.map_generator_stage = 1  # Stride 4: not the maps' resolution at output stride 8.
+  with pytest.raises(ConfigError, match=r'model\.map_generator_stage=1 is invalid.*\(2, 3, 4\)'):
+    config_schema.validate_model(config)
+  config.model.map_generator_stage = 4
   for head in ('cam', 'acol'):
     config.model.head = head
     with pytest.raises(ConfigError, match=r'model\.map_generator=True is invalid'):

@@ -180,3 +180,14 @@ def test_stride_two_stem_pads_symmetrically_on_even_sizes():
 def test_unknown_depth():
   with pytest.raises(ValueError, match='depth'):
     abstract_variables(resnet.ResNet(depth=42), size=64)
+
+
+def test_tap_returns_a_stage_output_beside_the_same_features(small):
+  model, variables, x = small
+  tapped_model = resnet.ResNet(depth=18, width=8, tap=3)
+  (features, tapped), state = tapped_model.apply(variables, x, capture_intermediates=True,
+                                                 mutable=['intermediates'])
+  np.testing.assert_array_equal(features, model.apply(variables, x))
+  layer3 = state['intermediates']['layer3_1']['__call__'][0]  # The stage's last block.
+  assert tapped.shape == (4, 4, 4, 32)
+  np.testing.assert_array_equal(tapped, layer3)

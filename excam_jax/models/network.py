@@ -22,15 +22,28 @@ class WSOLNet(nn.Module):
 
   Parameters live under 'trunk' and 'head'; aux holds 'class_maps' (B, h, w, C), 'features'
   (B, h, w, K), the trunk's output the head read, and, for the WILDCAT-family heads, 'maps' and
-  'dropped_maps' (B, h, w, C, M) (see `wildcat.WildcatHead`).
+  'dropped_maps' (B, h, w, C, M) (see `wildcat.WildcatHead`). A trunk with a tap (a generator
+  reading a mid-level stage) hands that stage's output to the head as `generator_features`.
   """
   trunk: nn.Module
   head: nn.Module
 
   def __call__(self, images, train=False):
     features = self.trunk(images, train=train)
-    logits, aux = self.head(features, train=train)
+    if isinstance(features, tuple):  # A tapped stage for the head's generator.
+      features, tapped = features
+      logits, aux = self.head(features, train=train, generator_features=tapped)
+    else:
+      logits, aux = self.head(features, train=train)
     return logits, dict(aux, features=features)
+
+
+def generator_tap(model_config):
+  """The trunk stage that BAS's generator reads (0: none, the generator reads the trunk's
+  output): model.map_generator_stage when the generator is on and reads a stage before the last."""
+  m = model_config
+  stage = m.get('map_generator_stage', 4)
+  return stage if m.get('map_generator', False) and stage != 4 else 0
 
 
 def create_model(model_config, num_classes, head=None):
@@ -42,7 +55,8 @@ def create_model(model_config, num_classes, head=None):
   `acol.ACoLNet` of two networks of the kind model.acol_head, its test-time map fused as
   model.acol_fusion. model.class_pooling ('mean' or 'max' over a class's M maps) sets the
   WILDCAT-family heads' class-wise pooling; CAM has none. model.map_generator adds BAS's
-  foreground generator to a WILDCAT-family head (its maps localize). `head` overrides model.head. Fields
+  foreground generator to a WILDCAT-family head (its maps localize), reading the trunk's stage
+  model.map_generator_stage. `head` overrides model.head. Fields
   absent from configs saved before they existed take the value those runs had.
   """
   m = model_config
@@ -58,7 +72,7 @@ def create_model(model_config, num_classes, head=None):
   trunk = resnet.ResNet(depth=m.depth, width=m.width, output_stride=m.output_stride,
                         dilate=m.get('dilate', True), dtype=DTYPES[m.dtype],
                         freeze_bn=m.freeze_bn, remat=m.remat, conv_impl=conv_impl,
-                        norm_impl=m.get('norm_impl', 'flax'))
+                        norm_impl=m.get('norm_impl', 'flax'), tap=generator_tap(m))
   pooling = m.get('class_pooling', 'mean')
   if head == 'cam':
     if pooling != 'mean':

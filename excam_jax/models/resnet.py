@@ -112,8 +112,12 @@ class ResNet(nn.Module):
     norm_impl: one of `batchnorm.IMPLS`: Flax's BatchNorm or the fused one (`batchnorm`); the
       same parameters and statistics either way.
 
+    tap: 0 (none) or a stage 1-4 whose output the call returns too (a mid-level feature map for
+      a head that reads one, such as BAS's generator).
+
   Call: `apply(variables, images, train=False)` with images (B, H, W, 3) returns features
-  (B, H/s, W/s, 8 * width * expansion), i.e. (B, H/32, W/32, 2048) for depth >= 50 at width 64.
+  (B, H/s, W/s, 8 * width * expansion), i.e. (B, H/32, W/32, 2048) for depth >= 50 at width 64;
+  with a tap, (features, the tapped stage's output).
   """
   depth: int = 101
   width: int = 64
@@ -124,6 +128,7 @@ class ResNet(nn.Module):
   remat: bool = False
   conv_impl: str = 'auto'
   norm_impl: str = 'flax'
+  tap: int = 0
 
   @nn.compact
   def __call__(self, x, train=False):
@@ -150,6 +155,7 @@ class ResNet(nn.Module):
     unstrided = {32: (), 16: (4,), 8: (3, 4)}[self.output_stride]
     dilation = 1
     in_features = self.width
+    tapped = None
     for stage, num_blocks in enumerate(blocks, start=1):
       features = self.width * 2 ** (stage - 1)
       stride = 1 if stage == 1 else 2
@@ -167,4 +173,6 @@ class ResNet(nn.Module):
       for i in range(1, num_blocks):
         x = block(dilation=dilation, first_dilation=dilation, name=f'layer{stage}_{i}')(x)
       in_features = out_features
-    return x
+      if stage == self.tap:
+        tapped = x
+    return x if not self.tap else (x, tapped)

@@ -103,10 +103,12 @@ class WildcatHead(nn.Module):
     transform: the per-map transform, or None for none.
     conv_impl: how the 1x1 conv is computed (`fastconv`; the same parameters either way).
     generator: add a foreground generator after BAS (Wu, Zhai and Cao, CVPR 2022): a second 1x1
-      conv ('generator', C channels) on the same features whose logits g_c, sigmoid(g_c) the
+      conv ('generator', C channels) whose logits g_c, sigmoid(g_c) the
       foreground of class c, are the maps that localize; the classifier's maps only classify.
       It learns from `losses.background_loss` and `losses.area_loss` (optim.background_weight,
-      optim.area_weight).
+      optim.area_weight). It reads `generator_features` where the call is given them (a
+      mid-level stage of the trunk at the features' resolution, as BAS's reads), the features
+      otherwise.
 
   Returns `(logits, aux)`: logits (B, C) are the pooled scores s_c; aux holds 'class_maps'
   (B, h, w, C), the class-wise pooling of the transformed maps, and 'maps' (B, h, w, C, M) before
@@ -132,7 +134,7 @@ class WildcatHead(nn.Module):
       nn.share_scope(self, self.transform)
 
   @nn.compact
-  def __call__(self, features, train=False):
+  def __call__(self, features, train=False, generator_features=None):
     features = features.astype(jnp.float32)  # The head is tiny: keep it in float32.
     x = fastconv.Conv(self.num_classes * self.num_maps, 1, use_bias=True, impl=self.conv_impl,
                       name='classifier')(features)
@@ -146,7 +148,8 @@ class WildcatHead(nn.Module):
       logits = wildcat_pool(class_maps, self.kmax, self.kmin, self.alpha)
     aux = {'class_maps': class_maps, 'maps': maps, 'dropped_maps': dropped}
     if self.generator:
+      source = features if generator_features is None else generator_features
       foreground = fastconv.Conv(self.num_classes, 1, use_bias=True, impl=self.conv_impl,
-                                 name='generator')(features)
+                                 name='generator')(source.astype(jnp.float32))
       aux.update(class_maps=foreground, activation_maps=class_maps)
     return logits, aux

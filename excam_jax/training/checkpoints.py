@@ -52,6 +52,7 @@ ADDED_DEFAULTS = {'model.acol_head': 'wildcat', 'model.acol_threshold': 0.6,
                   'data.parts.body_cue': 0.0, 'data.parts.difficult_objects': False,
                   'data.parts.probe': 'none', 'optim.optimizer': 'sgd', 'optim.area_weight': 0.0,
                   'model.dilate': True, 'model.map_generator': False,
+                  'model.map_generator_stage': 4,
                   **{f'train.{k}': v for k, v in config_schema.AUGMENT_DEFAULTS.items()},
                   # As JSON holds them (tuples are lists there).
                   **{f'optim.{k}': list(v) if isinstance(v, tuple) else v
