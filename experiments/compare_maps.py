@@ -8,9 +8,16 @@ One row per image, one column per run (NAME=WORKDIR, with @erase for test-time e
 first ground-truth class's map as a heat map on its own scale (visualize.heat_fn: blue 0, red 1;
 sigmoid(z) for logits, the normalised map for ACoL and the relative rule), the ground-truth box in
 red and the CorLoc box (largest z > 0 component) in green. The runs must share the data set.
+
+A study's methods at their tuned settings (the overlays of a report: the same images, one seed's
+trainings, each method's chosen setting and inference fields from the choices file):
+
+  python experiments/compare_maps.py --out=maps.png --split=test --study=runs/tuned \
+      --choices=runs/tuned/choices.json --methods=acol,wildcat_bas --body_cue=0.75 --seed=200
 """
 
 import argparse
+import os
 
 import numpy as np
 
@@ -22,37 +29,73 @@ from excam_jax.evaluation import boxes as boxlib
 from excam_jax.training import checkpoints
 
 
-def class_maps(workdir, transform, images):
+def class_maps(workdir, transform, images, model_overrides=None):
   """(heat, maps (N, h, w, C)) of a run on native images (N, S, S, 3) in [0, 1].
 
-  `transform`: a config.eval.map_expansion kind ('erase', 'relative'), or None (the config's).
+  `transform`: a config.eval.map_expansion kind ('erase', 'relative'), or None (the config's),
+  or a dict of config.eval's map-transform fields. `model_overrides`: inference-only model fields.
   `heat`: z -> heat in [0, 1], the maps on their own scale (inference.Predictor.heat).
   """
-  predictor = inference.load(workdir, transform={'map_expansion': transform or None})
+  if not isinstance(transform, dict):
+    transform = {'map_expansion': transform or None}
+  predictor = inference.load(workdir, transform=transform, model_overrides=model_overrides)
   size = predictor.image_size
   _, maps = predictor(image_ops.normalize(image_ops.resize_bilinear(images, size, size)))
   return predictor.heat, maps
 
 
+def study_runs(workdir, choices, methods, cue, seed):
+  """[(method, run folder, eval fields, inference model fields)] of a study's cells: each method's
+  chosen setting at `cue` (study.read_choices), the training it evaluates (grids.TRAINED_AS) and
+  the inference fields of the method and its setting."""
+  from experiments import study  # pylint: disable=g-import-not-at-top
+  chosen = study.read_choices(choices, methods, [cue])
+  out = []
+  for method in methods:
+    setting = chosen[(method, cue)]
+    fields = dict(study.METHODS[method], **setting)
+    trained = study.TRAINED_AS.get(method, method)
+    run_dir = os.path.join(workdir, 'runs', study.cell_name(trained, cue, seed,
+                                                            study.training_part(setting)))
+    transform = {k.split('.', 1)[1]: v for k, v in fields.items() if k.startswith('eval.')}
+    model = {k.split('.', 1)[1]: v for k, v in fields.items()
+             if k in study.INFERENCE_MODEL_FIELDS}
+    out.append((method, run_dir, transform, model))
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--runs', required=True, help='NAME=WORKDIR[@erase|@relative],...')
+  parser.add_argument('--runs', default='', help='NAME=WORKDIR[@erase|@relative],...')
+  parser.add_argument('--study', default='', help="a study's --workdir (instead of --runs)")
+  parser.add_argument('--choices', default='', help="with --study: the tuning's choices.json")
+  parser.add_argument('--methods', default='', help='with --study: the methods, in columns')
+  parser.add_argument('--body_cue', type=float, default=0.75, help='with --study: the level')
+  parser.add_argument('--seed', type=int, default=200, help="with --study: the trainings' seed")
   parser.add_argument('--images', default='0,1,2,3,4,5', help="indices in --split's images")
   parser.add_argument('--split', default='validation', choices=sorted(synthetic.SPLITS),
                       help="the parts data set's split the images come from (its seed is the "
                            "first run's)")
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
-  runs = [item.split('=', 1) for item in args.runs.split(',') if item]
+  if args.study:
+    methods = [m for m in args.methods.split(',') if m]
+    runs = study_runs(args.study, args.choices, methods, args.body_cue, args.seed)
+  else:
+    runs = []
+    for name, spec in (item.split('=', 1) for item in args.runs.split(',') if item):
+      workdir, _, mode = spec.partition('@')
+      runs.append((name, workdir, mode or None, None))
+  if not runs:
+    parser.error('pass --runs, or --study with --choices and --methods')
   indices = [int(i) for i in args.images.split(',') if i.strip()]
-  first = checkpoints.restore(runs[0][1].split('@')[0])[0].data.parts
+  first = checkpoints.restore(runs[0][1])[0].data.parts
   examples = [synthetic.render(first.seed, args.split, i, **synthetic.options(first))
               for i in indices]
   images = np.stack([e['image'] for e in examples]).astype(np.float32) / np.float32(255.0)
   columns = []
-  for name, spec in runs:
-    workdir, _, mode = spec.partition('@')
-    heat, maps = class_maps(workdir, mode or None, images)
+  for name, workdir, transform, model in runs:
+    heat, maps = class_maps(workdir, transform, images, model or None)
     columns.append((name, maps, heat))
   panels, titles = [], []
   names = synthetic.class_names(first.num_classes)

@@ -368,3 +368,24 @@ def test_tunes_on_val_and_reports_on_test_on_a_wsol_benchmark_set(tmp_path):
   (row,) = study.read_rows(os.path.join(work, study.CSV_NAME))
   assert (row['split'], row['seed']) == ('test', 1) and 0.0 <= row['top1_accuracy'] <= 1.0
   assert 'Primary endpoint: maxboxaccv2' in (work / study.MD_NAME).read_text()
+
+
+def test_overlays_resolve_each_methods_training_and_inference_fields(tmp_path):
+  from experiments import compare_maps  # pylint: disable=g-import-not-at-top
+  choices = tmp_path / 'choices.json'
+  choices.write_text(json.dumps({
+      'acol_zero': {'0.75': {'model.kmax': 0.2, 'model.acol_threshold': 0.7}},
+      'wildcat': {'0.75': {'model.kmax': 0.3}},
+      'wildcat_cluster': {'0.75': {'model.kmax': 0.1, 'eval.map_expansion_temperature': 5.0}}}))
+  runs = compare_maps.study_runs('w', str(choices), ['acol_zero', 'wildcat_advcam',
+                                                      'wildcat_cluster'], 0.75, 200)
+  assert runs == [
+      ('acol_zero', os.path.join('w', 'runs', 'acol_cue0.75_seed200_acol_threshold0.7_kmax0.2'),
+       {}, {'acol_fusion': 'logits'}),
+      # AdvCAM climbs the tuned WILDCAT's training (it inherits WILDCAT's choice).
+      ('wildcat_advcam', os.path.join('w', 'runs', 'wildcat_cue0.75_seed200_kmax0.3'),
+       {'map_expansion': 'advcam'}, {}),
+      ('wildcat_cluster', os.path.join('w', 'runs', 'wildcat_cue0.75_seed200_kmax0.1'),
+       {'map_expansion': 'cluster', 'map_expansion_temperature': 5.0}, {})]
+  with pytest.raises(SystemExit, match='no choice for excam at body_cue 0.75'):
+    compare_maps.study_runs('w', str(choices), ['excam'], 0.75, 200)
