@@ -1,0 +1,21 @@
+#!/bin/sh
+# After the report (launch.sh's last step): the rows, the claim, the controls' verdicts and the
+# overlays of the best tuned baseline and each candidate on the same test images, under this
+# folder. Usage: sh experiments/results/tuned/finalize.sh BASELINE@LEVEL [more BASELINE@LEVEL]
+# (the best tuned baseline at each level, as claim.py's table names it).
+set -e
+cd /work/main
+R=experiments/results/tuned
+PY=.venv/bin/python
+cp runs/tuned/study.csv runs/tuned/study.md $R/
+$PY experiments/claim.py --csv=$R/study.csv --write=experiments/results/claim.json > $R/claim.md || true
+$PY experiments/controls.py --csv=$R/study.csv > $R/controls.md
+CANDIDATES=excam,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,excam_m4_div,wildcat_bas
+for pair in "$@"; do
+  baseline=${pair%@*}; level=${pair#*@}
+  $PY experiments/compare_maps.py --study=runs/tuned --choices=runs/tuned/choices.json \
+    --methods=$baseline,$CANDIDATES --body_cue=$level --seed=200 --split=test \
+    --images=0,1,2,3,4,5 --out=$R/overlays_cue${level}_seed200.png
+done
+cp runs/tuned/choices.json $R/choices.json
+echo "wrote $R/{study.csv,study.md,claim.md,controls.md,choices.json} and the overlays"
