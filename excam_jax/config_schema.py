@@ -118,8 +118,9 @@ def validate_model(config):
               "'wildcat' with a CAM head (it pools by its own global average)")
   generator = m.get('map_generator', False)
   check_field(isinstance(generator, bool), 'model.map_generator', generator, 'True or False')
-  check_field(not generator or (kind != 'cam' and m.head != 'acol'), 'model.map_generator', generator,
-              "False with a CAM or ACoL head (the generator sits on a WILDCAT-family head)")
+  check_field(not generator or (kind != 'cam' and m.head != 'acol'), 'model.map_generator',
+              generator, 'False with a CAM or ACoL head (the generator sits on a WILDCAT-family '
+              'head)')
   stage = m.get('map_generator_stage', 4)
   stages = tuple(s for s in (1, 2, 3, 4) if 4 * 2 ** (s - 1) >= m.output_stride)
   check_field(_is_int(stage) and stage in stages, 'model.map_generator_stage', stage,

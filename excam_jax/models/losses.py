@@ -85,7 +85,6 @@ def area_loss(class_maps, labels, mask=None):
   return (area * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
-
 def background_loss(activation_maps, class_maps, labels, mask=None, eps=0.01):
   """BAS's background-activation ratio (Wu, Zhai and Cao, CVPR 2022) for multi-label data.
 
