@@ -111,6 +111,9 @@ def get_config():
   # BAS's background-activation ratio (models/losses.py background_loss): the share of a positive
   # class's activation outside its generator's foreground; > 0 exactly with model.map_generator.
   config.optim.background_weight = 0.0
+  # Whether that ratio trains the generator only (True: the classifier's activation is a fixed
+  # target) or the classifier too (False, BAS's).
+  config.optim.background_detach = False
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 16  # Global batch over all devices and processes.

@@ -38,7 +38,7 @@ LOSSES = ('bce', 'softmax')
 # config.optim fields added after runs were first saved, with the values those runs trained with
 # (models/losses.py, train.py create_optimizer); decay_every_epochs is wsolevaluation's default.
 OPTIM_DEFAULTS = {'loss': 'bce', 'nesterov': False, 'decay_every_epochs': 30,
-                  'head_rate_stages': (), 'background_weight': 0.0}
+                  'head_rate_stages': (), 'background_weight': 0.0, 'background_detach': False}
 MAXBOXACC = ('exact', 'wsolevaluation')
 # Input augmentations of training (training/augment.py), and their config.train fields with the
 # defaults (wsolevaluation's) that configs saved before the fields existed count as holding.
@@ -215,6 +215,8 @@ def validate_training(config):
               '0 without model.map_generator (it weighs the ratio of a generator\'s maps)')
   check_field(not generator or background > 0, 'optim.background_weight', background,
               '> 0 with model.map_generator (the generator learns from it; 1.0 is BAS\'s)')
+  detach = o.get('background_detach', False)
+  check_field(isinstance(detach, bool), 'optim.background_detach', detach, 'True or False')
   optimizer = o.get('optimizer', 'sgd')
   check_field(optimizer in OPTIMIZERS, 'optim.optimizer', optimizer, f'one of {OPTIMIZERS}')
   check_field(_is_real(o.momentum) and 0 <= o.momentum < 1, 'optim.momentum', o.momentum,

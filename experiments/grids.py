@@ -33,6 +33,12 @@ METHODS = {
     # area (area weight tuned).
     'wildcat_bas': {'model.head': 'wildcat', 'model.map_generator': True,
                     'model.map_generator_stage': 3, 'optim.background_weight': 1.0},
+    # The same with the ratio's gradient kept from the classifier: WILDCAT's training stays
+    # WILDCAT's and the generator learns to hold its activation (top-k pooling leaves nothing
+    # to stop the classifier from shrinking its activation into a collapsed foreground).
+    'wildcat_bas_detached': {'model.head': 'wildcat', 'model.map_generator': True,
+                             'model.map_generator_stage': 3, 'optim.background_weight': 1.0,
+                             'optim.background_detach': True},
     'adl': {'model.head': 'adl'},
     'acol': {'model.head': 'acol'},
     # ACoL's training, its fused map on the logit scale (mean of A's and B's z): boxes at z > 0
@@ -95,6 +101,7 @@ GRIDS = {
     # The area weight over the background ratio's 1: a cell joins the foreground where its
     # activation exceeds that ratio times the map's mean activation.
     'wildcat_bas': dict(_KMAX, **{'optim.area_weight': (0.5, 2.0)}),
+    'wildcat_bas_detached': dict(_KMAX, **{'optim.area_weight': (0.5, 2.0)}),
     'acol': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'acol_excam': dict(_KMAX, **{'model.acol_threshold': (0.5, 0.7)}),
     'body_only': {}, 'part_only': {},

@@ -111,7 +111,7 @@ class TestCheckpoints:
                           ('optim', 'optimizer'), ('optim', 'area_weight'), ('model', 'dilate'),
                           ('optim', 'loss'), ('optim', 'nesterov'), ('optim', 'decay_every_epochs'),
                           ('optim', 'head_rate_stages'), ('model', 'map_generator'),
-                          ('optim', 'background_weight')):
+                          ('optim', 'background_weight'), ('optim', 'background_detach')):
       del saved[section][name]
     del saved['data']['parts']['body_cue']
     fields = checkpoints.COMPATIBILITY_FIELDS + checkpoints.SCHEDULE_FIELDS

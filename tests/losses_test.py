@@ -161,3 +161,12 @@ class TestBackgroundLoss:
     np.testing.assert_allclose(grad_z[1, 0, :, 1], [-3 / 128, 1 / 128], rtol=1e-5)
     assert float(grad_z[0, 0, 1, 0]) == 0.0  # relu: no gradient below zero.
     assert not np.asarray(grad_g)[..., 1][0].any() and not np.asarray(grad_z)[0, ..., 1].any()
+
+  def test_detach_keeps_the_gradient_from_the_activation_only(self):
+    loss = lambda g, z, detach: losses.background_loss(z, g, self.LABELS, eps=0.0, detach=detach)
+    grad_g, grad_z = jax.grad(loss, argnums=(0, 1))(self.FOREGROUND, self.ACTIVATION, True)
+    want_g, _ = jax.grad(loss, argnums=(0, 1))(self.FOREGROUND, self.ACTIVATION, False)
+    np.testing.assert_allclose(grad_g, want_g, rtol=1e-6)
+    assert not np.asarray(grad_z).any()
+    np.testing.assert_allclose(loss(self.FOREGROUND, self.ACTIVATION, True), (1 / 2 + 7 / 16) / 2,
+                               rtol=1e-6)

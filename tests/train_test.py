@@ -270,6 +270,18 @@ class TestTrainStep:
         metrics['bce_loss'] + 0.5 * metrics['area_loss'] + 2.0 * metrics['background_loss'],
         rtol=1e-6)
 
+  def test_background_detach_reaches_the_loss(self):
+    model, batch, results = GeneratorNet(), random_batch(0), []
+    for detach in (False, True):
+      config = step_config(area_weight=0.5, background_weight=2.0, background_detach=detach)
+      tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+      step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
+      results.append(step(new_state(model, tx), batch))
+    (plain, plain_metrics), (detached, detached_metrics) = results
+    # The same loss, another gradient: the ratio no longer pulls the activation (the logits).
+    np.testing.assert_allclose(detached_metrics['loss'], plain_metrics['loss'], rtol=1e-6)
+    assert not np.allclose(detached.params['head']['kernel'], plain.params['head']['kernel'])
+
   def test_softmax_loss_by_hand(self):
     model = PooledNet()
     config = step_config(loss='softmax')

@@ -85,7 +85,7 @@ def area_loss(class_maps, labels, mask=None):
   return (area * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
-def background_loss(activation_maps, class_maps, labels, mask=None, eps=0.01):
+def background_loss(activation_maps, class_maps, labels, mask=None, eps=0.01, detach=False):
   """BAS's background-activation ratio (Wu, Zhai and Cao, CVPR 2022) for multi-label data.
 
   For each positive class c of an image, with a = relu(activation_maps_c) the classifier's
@@ -95,7 +95,9 @@ def background_loss(activation_maps, class_maps, labels, mask=None, eps=0.01):
   1). Beside `area_loss` (the mean of m) it asks for the smallest foreground that holds the
   activation: a cell is worth covering where a > (area weight / background weight) * mean(a).
   Its gradient reaches the classifier too (as in BAS), which moves activation into the
-  foreground. eps bounds the gradient of a class with almost no activation.
+  foreground, unless `detach`: then only the generator (and the trunk under it) learns from it,
+  and the classifier's activation is a fixed target. eps bounds the gradient of a class with
+  almost no activation.
 
   Args:
     activation_maps: (B, h, w, C) the classifier's class maps z.
@@ -103,8 +105,11 @@ def background_loss(activation_maps, class_maps, labels, mask=None, eps=0.01):
     labels: (B, C) 0/1.
     mask: (B,) 1 for real examples (None: all).
     eps: added to the mean activation.
+    detach: stop the gradient to activation_maps.
   """
   a = jax.nn.relu(activation_maps.astype(jnp.float32))
+  if detach:
+    a = jax.lax.stop_gradient(a)
   outside = 1.0 - jax.nn.sigmoid(class_maps.astype(jnp.float32))
   ratio = jnp.mean(outside * a, axis=(1, 2)) / (jnp.mean(a, axis=(1, 2)) + eps)  # (B, C)
   weight = labels if mask is None else labels * mask[:, None]

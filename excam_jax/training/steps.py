@@ -32,7 +32,8 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weight=0.0,
-               stage=None, area_weight=0.0, augment=None, loss='bce', background_weight=0.0):
+               stage=None, area_weight=0.0, augment=None, loss='bce', background_weight=0.0,
+               background_detach=False):
   """One SGD step on a (global) batch: BCE or softmax cross-entropy (`loss`, models/losses.py;
   + diversity, + map-area, + BAS's background ratio on a generator's maps), BatchNorm statistics
   updated.
@@ -77,7 +78,7 @@ def train_step(state, batch, *, model, tx, diversity_loss='none', diversity_weig
       total = total + area_weight * area
     if background_weight:
       background = losses.background_loss(aux['activation_maps'], aux['class_maps'], labels,
-                                          batch['mask'])
+                                          batch['mask'], detach=background_detach)
       metrics['background_loss'] = background
       total = total + background_weight * background
     metrics['loss'] = total
@@ -119,7 +120,8 @@ def make_train_step(optim, model, tx, mesh, stage=None, augment=None):
                         diversity_weight=optim.diversity_weight, stage=stage,
                         area_weight=optim.get('area_weight', 0.0), augment=augment,
                         loss=optim.get('loss', 'bce'),
-                        background_weight=optim.get('background_weight', 0.0)),
+                        background_weight=optim.get('background_weight', 0.0),
+                        background_detach=optim.get('background_detach', False)),
       in_shardings=(replicated, sharded), out_shardings=(replicated, replicated),
       donate_argnums=0)
 
