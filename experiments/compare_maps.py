@@ -53,14 +53,10 @@ def study_runs(workdir, choices, methods, cue, seed):
   out = []
   for method in methods:
     setting = chosen[(method, cue)]
-    fields = dict(study.METHODS[method], **setting)
     trained = study.TRAINED_AS.get(method, method)
     run_dir = os.path.join(workdir, 'runs', study.cell_name(trained, cue, seed,
                                                             study.training_part(setting)))
-    transform = {k.split('.', 1)[1]: v for k, v in fields.items() if k.startswith('eval.')}
-    model = {k.split('.', 1)[1]: v for k, v in fields.items()
-             if k in study.INFERENCE_MODEL_FIELDS}
-    out.append((method, run_dir, transform, model))
+    out.append((method, run_dir, *study.inference_fields(method, setting)))
   return out
 
 

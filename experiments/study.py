@@ -486,6 +486,15 @@ def metrics_row(metrics):
   return {k: math.nan if flat.get(k) is None else float(flat[k]) for k in METRICS}
 
 
+def inference_fields(method, setting):
+  """(config.eval fields, inference-only config.model fields) of a method at a setting: what
+  scoring its training applies."""
+  fields = dict(METHODS[method], **setting)
+  expansion = {k.split('.', 1)[1]: v for k, v in fields.items() if k.startswith('eval.')}
+  model = {k.split('.', 1)[1]: v for k, v in fields.items() if k in INFERENCE_MODEL_FIELDS}
+  return expansion, model
+
+
 def run_cell(method, cue, seed, workdir, quick, extra, split='validation', setting=None):
   """Trains (or resumes) and evaluates one cell on `split`; returns its row."""
   setting = dict(setting or {})
@@ -495,11 +504,9 @@ def run_cell(method, cue, seed, workdir, quick, extra, split='validation', setti
   run_dir, steps, train_s, cores = train_cell(base, cue, seed, workdir, quick, extra,
                                        training_part(setting))
   from excam_jax import checkpoint_eval  # pylint: disable=g-import-not-at-top
-  fields = dict(METHODS[method], **setting)
   dataset = load_config(BASE).data.dataset
   scored = SELECTION.get(dataset, split) if split == 'validation' else split
-  expansion = {k.split('.', 1)[1]: v for k, v in fields.items() if k.startswith('eval.')}
-  model = {k.split('.', 1)[1]: v for k, v in fields.items() if k in INFERENCE_MODEL_FIELDS}
+  expansion, model = inference_fields(method, setting)
   own_dir = os.path.join(workdir, 'runs', cell_name(method, cue, seed, setting))
   start = time.perf_counter()
   out_dir = checkpoint_eval.evaluate_checkpoint(

@@ -69,6 +69,16 @@ def new_state(model, tx, seed=0):
   return jax.device_put(state, parallel.replicated(parallel.data_mesh()))
 
 
+def one_step(model, config, batch):
+  """(the logits the step trains on, its metrics) of one jitted train step from a fresh state."""
+  tx, _ = optim_lib.create_optimizer(config, total_steps=10)
+  step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
+  state = new_state(model, tx)
+  logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
+                          batch['image'], train=True, mutable=['batch_stats'])[0]
+  return logits, step(state, batch)[1]
+
+
 class TestLearningRateSchedule:
 
   def test_constant_with_warmup(self):
@@ -234,15 +244,8 @@ class TestTrainStep:
     np.testing.assert_allclose(metrics['loss'], metrics['bce_loss'] - 0.25, rtol=1e-6)
 
   def test_area_term_is_added(self):
-    model = PooledNet()
-    config = step_config(area_weight=0.5)
-    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
-    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     batch = random_batch(0)
-    state = new_state(model, tx)
-    logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                            batch['image'], train=True, mutable=['batch_stats'])[0]
-    _, metrics = step(state, batch)
+    logits, metrics = one_step(PooledNet(), step_config(area_weight=0.5), batch)
     # PooledNet's class map is its logit on one cell: the area is sigmoid(logit) of positives.
     s, y = 1 / (1 + np.exp(-np.asarray(logits, np.float64))), batch['label']
     np.testing.assert_allclose(metrics['area_loss'], (s * y).sum() / y.sum(), rtol=1e-5)
@@ -250,15 +253,9 @@ class TestTrainStep:
                                rtol=1e-6)
 
   def test_background_term_is_added(self):
-    model = GeneratorNet()
-    config = step_config(area_weight=0.5, background_weight=2.0)
-    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
-    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     batch = random_batch(0)
-    state = new_state(model, tx)
-    logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                            batch['image'], train=True, mutable=['batch_stats'])[0]
-    _, metrics = step(state, batch)
+    logits, metrics = one_step(GeneratorNet(), step_config(area_weight=0.5, background_weight=2.0),
+                               batch)
     # One cell: activation relu(l), foreground sigmoid(l / 2) (the generator's map).
     z, y = np.asarray(logits, np.float64), batch['label']
     a, m = np.maximum(z, 0), 1 / (1 + np.exp(-z / 2))
@@ -283,17 +280,10 @@ class TestTrainStep:
     assert not np.allclose(detached.params['head']['kernel'], plain.params['head']['kernel'])
 
   def test_softmax_loss_by_hand(self):
-    model = PooledNet()
-    config = step_config(loss='softmax')
-    tx, _ = optim_lib.create_optimizer(config, total_steps=10)
-    step = steps_lib.make_train_step(config, model, tx, parallel.data_mesh())
     batch = random_batch(0)
     batch['label'] = np.eye(3, dtype=np.float32)[np.arange(8) % 3]  # One class per image.
     batch['mask'][-1] = 0
-    state = new_state(model, tx)
-    logits, _ = model.apply({'params': state.params, 'batch_stats': state.batch_stats},
-                            batch['image'], train=True, mutable=['batch_stats'])[0]
-    _, metrics = step(state, batch)
+    logits, metrics = one_step(PooledNet(), step_config(loss='softmax'), batch)
     z = np.asarray(logits, np.float64)
     ce = np.log(np.exp(z).sum(1)) - z[np.arange(8), np.arange(8) % 3]  # -log softmax_c
     np.testing.assert_allclose(metrics['softmax_loss'], ce[:7].mean(), rtol=1e-5)
