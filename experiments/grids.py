@@ -27,6 +27,8 @@ METHODS = {
     # Candidate: ex-CAM with four maps and the bounded (cosine) form of the thesis's map diversity
     # loss (section 3.8.1), which pushes a class's maps apart.
     'excam_m4_div': dict(_EXCAM, **{'model.num_maps': 4, 'optim.diversity_loss': 'cosine'}),
+    # Candidate: ex-CAM whose threshold is learned per class (initialised at logit(delta)).
+    'excam_learned': dict(_EXCAM, **{'model.learn_threshold': 'per_class'}),
     # Candidate: WILDCAT with BAS's foreground generator (Wu, Zhai and Cao, CVPR 2022): a second
     # 1x1 conv, on the trunk's stage before the last as BAS's, whose maps localize, trained to
     # hold the classifier's activation (background ratio, weight 1 as BAS's) in the smallest
@@ -96,6 +98,7 @@ GRIDS = {
     'cam': {},  # Global average pooling: no pooling knob; its boxes keep z > 0 like the others'.
     'excam_gap': {},
     'wildcat': _KMAX, 'wildcat_max': _KMAX, 'excam': _KMAX, 'excam_selfdrop': _KMAX,
+    'excam_learned': _KMAX,
     'adl': dict(_KMAX, **{'model.adl_gamma': (0.8, 0.9)}),
     'excam_m4_div': dict(_KMAX, **{'optim.diversity_weight': (0.1, 1.0)}),
     # The area weight over the background ratio's 1: a cell joins the foreground where its

@@ -10,7 +10,7 @@ PY=.venv/bin/python
 cp runs/tuned/study.csv runs/tuned/study.md $R/
 $PY experiments/claim.py --csv=$R/study.csv --write=experiments/results/claim.json > $R/claim.md || true
 $PY experiments/controls.py --csv=$R/study.csv > $R/controls.md
-CANDIDATES=excam,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,excam_m4_div,wildcat_bas,wildcat_bas_detached
+CANDIDATES=excam,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,excam_m4_div,wildcat_bas,wildcat_bas_detached,excam_gap,excam_learned
 for pair in "$@"; do
   baseline=${pair%@*}; level=${pair#*@}
   $PY experiments/compare_maps.py --study=runs/tuned --choices=runs/tuned/choices.json \

@@ -25,11 +25,11 @@ LEVELS=$($PY experiments/certify.py --csv=/work/main/runs/probes/study.csv --lev
 CUES=$(echo "${LEVELS:+$LEVELS,}1")
 echo "tuning at body_cue $CUES"
 $PY experiments/study.py --tune --jobs=2 --workdir=/work/main/runs/tuned \
-  --methods=wildcat,excam,wildcat_max,cam,wildcat_relative,adl,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,acol,acol_zero,excam_m4_div,wildcat_bas,wildcat_bas_detached \
+  --methods=wildcat,excam,wildcat_max,cam,wildcat_relative,adl,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,acol,acol_zero,excam_m4_div,wildcat_bas,wildcat_bas_detached,excam_gap,excam_learned \
   --body_cue=$CUES --seeds=100,101 || exit 1
 # The report: every method at its choice (controls and AdvCAM inherit theirs), the test split,
 # seeds never used for a choice; seed by seed, so the rows so far always pair every method.
 exec $PY experiments/study.py --jobs=2 --workdir=/work/main/runs/tuned \
   --choices=/work/main/runs/tuned/choices.json --split=test \
-  --methods=cam,wildcat,wildcat_max,wildcat_relative,adl,acol,acol_zero,excam,excam_hard,excam_d07,excam_m4,excam_m8,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,excam_m4_div,wildcat_bas,wildcat_bas_detached,wildcat_advcam,wildcat_advcam_relative \
+  --methods=cam,wildcat,wildcat_max,wildcat_relative,adl,acol,acol_zero,excam,excam_hard,excam_d07,excam_m4,excam_m8,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,excam_m4_div,wildcat_bas,wildcat_bas_detached,excam_gap,excam_learned,wildcat_advcam,wildcat_advcam_relative \
   --body_cue=$CUES --seeds=200,201,202,203,204,205,206,207
