@@ -226,12 +226,17 @@ def test_inference_only_methods_share_their_base_training():
     study.config_checks_validate(study.cell_config(method, 0.5, 0, quick=True))
 
 
-def _claim_rows(gains, base=0.5, base_map=0.98, mine_map=0.98, method='excam'):
+def _claim_rows(gains, base=0.5, base_map=0.98, mine_map=0.98, method='excam', full=(0.80, 0.78)):
+  """Test rows at body_cue 0.5 (the method gains `gains` over WILDCAT's `base`) and, unless `full`
+  is None, at body_cue 1 (the method's and WILDCAT's CorLoc there, the same on every seed)."""
   rows = []
   for seed, gain in enumerate(gains):
     rows.append(dict(_row('wildcat', 0.5, seed, base, split='test'), classification_map=base_map))
     rows.append(dict(_row(method, 0.5, seed, base + gain, split='test'),
                      classification_map=mine_map, train_s=20.0))
+    if full is not None:
+      rows.append(_row(method, 1.0, seed, full[0], split='test'))
+      rows.append(_row('wildcat', 1.0, seed, full[1], split='test'))
   return rows
 
 
@@ -239,10 +244,13 @@ def test_claim_criteria_by_hand():
   from experiments import claim  # pylint: disable=g-import-not-at-top
   gains = [0.1, 0.2, 0.15, 0.1, 0.2, 0.15, 0.1, 0.2]  # Mean 0.15, all positive: p = 2 / 256.
   rows = _claim_rows(gains) + [_row('wildcat', 0.5, 0, 0.1)]  # A validation row: left out.
-  [found] = claim.claims(rows)
+  found = claim.claims(rows)[0]
   assert found['baseline'] == 'wildcat' and found['seeds'] == 8 and found['wins'] == 8
   assert found['corloc'][0] == pytest.approx(0.65) and found['gain'][0] == pytest.approx(0.15)
   assert found['p'] == pytest.approx(2 / 256) and found['train_ratio'] == pytest.approx(2.0)
+  # At body_cue 1 the method itself is the best (WILDCAT 0.02 below it): gap 0, one training.
+  assert found['full_cue_best'] == 'excam' and found['full_cue_gap'] == pytest.approx(0.0)
+  assert found['trainings'] == 1
   assert found['met'] and claim.best([found])['method'] == 'excam'
   # Each criterion alone breaks it: 7 seeds; a mean gain under 0.10; CorLoc under 0.55; a seed
   # losing twice (6 of 8 gaining); a mAP cost above 0.02.
@@ -251,11 +259,24 @@ def test_claim_criteria_by_hand():
   assert not claim.claims(_claim_rows(gains, base=0.35))[0]['met']
   assert not claim.claims(_claim_rows([0.3, 0.3, 0.3, 0.3, 0.3, 0.3, -0.01, -0.01]))[0]['met']
   assert not claim.claims(_claim_rows(gains, mine_map=0.95))[0]['met']
+  # At body_cue 1: WILDCAT 0.04 above the method breaks it, 0.02 above does not; no rows there
+  # break it; a method training two networks (ACoL's heads) breaks it.
+  behind = claim.claims(_claim_rows(gains, full=(0.74, 0.78)))[0]
+  assert behind['full_cue_best'] == 'wildcat' and behind['full_cue_gap'] == pytest.approx(0.04)
+  assert not behind['met']
+  assert claim.claims(_claim_rows(gains, full=(0.76, 0.78)))[0]['met']
+  absent = claim.claims(_claim_rows(gains, full=None))[0]
+  assert absent['full_cue_best'] is None and not absent['met']
+  assert 'no body_cue 1 rows' in claim.markdown([absent])
+  two = claim.claims(_claim_rows(gains, method='acol_excam'))[0]
+  assert two['trainings'] == 2 and not two['met']
+  assert claim.trainings('acol_zero') == 2 and claim.trainings('wildcat_relative') == 1
   # A better baseline present at that level is the one compared with.
   acol = [dict(_row('acol', 0.5, s, 0.7, split='test')) for s in range(8)]
-  [vs_acol] = claim.claims(_claim_rows(gains) + acol)
+  vs_acol = claim.claims(_claim_rows(gains) + acol)[0]
   assert vs_acol['baseline'] == 'acol' and not vs_acol['met']
   assert '| excam | 0.5 | wildcat | 8 | 0.650 ± ' in claim.markdown([found])
+  assert '| +0.000 (excam) | 1 | 2.00 |' in claim.markdown([found])
 
 
 def test_a_stopped_study_stops_its_running_cell(tmp_path):
