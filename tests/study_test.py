@@ -410,3 +410,16 @@ def test_overlays_resolve_each_methods_training_and_inference_fields(tmp_path):
        {'map_expansion': 'cluster', 'map_expansion_temperature': 5.0}, {})]
   with pytest.raises(SystemExit, match='no choice for excam at body_cue 0.75'):
     compare_maps.study_runs('w', str(choices), ['excam'], 0.75, 200)
+
+
+def test_cpu_hours_count_a_shared_training_once(tmp_path):
+  from experiments import cost  # pylint: disable=g-import-not-at-top
+  rows = [dict(_row('wildcat', 0.5, 0, 0.4), train_s=100.0, eval_s=10.0, cores=1.0),
+          # Evaluates the row above's training: only its own 20 s count.
+          dict(_row('wildcat_relative', 0.5, 0, 0.4), train_s=100.0, eval_s=20.0, cores=1.0),
+          dict(_row('excam', 0.5, 0, 0.4), train_s=50.0, eval_s=5.0, cores=2.0),
+          dict(_row('cam', 0.5, 0, 0.4), train_s=7.0, eval_s=3.0, cores=math.nan)]
+  assert cost.cpu_seconds(rows) == pytest.approx(110 + 20 + 2 * 55 + 10)
+  path = str(tmp_path / 'study.csv')
+  study.write_rows(path, rows)
+  assert cost.cpu_seconds(study.read_rows(path)) == pytest.approx(250)

@@ -7,7 +7,8 @@ set -e
 cd /work/main
 R=experiments/results/tuned
 PY=.venv/bin/python
-cp runs/tuned/study.csv runs/tuned/study.md $R/
+cp runs/tuned/study.csv runs/tuned/study.md runs/tuned/tuning.csv runs/tuned/tuning.md $R/
+$PY experiments/cost.py $R/probes.csv $R/tuning.csv $R/study.csv > $R/cost.md
 $PY experiments/claim.py --csv=$R/study.csv --write=experiments/results/claim.json > $R/claim.md || true
 $PY experiments/controls.py --csv=$R/study.csv > $R/controls.md
 CANDIDATES=excam,wildcat_cluster,excam_cluster,wildcat_affinity,excam_affinity,wildcat_guided,excam_guided,excam_m4_div,wildcat_bas,wildcat_bas_detached,excam_gap,excam_learned
@@ -18,4 +19,4 @@ for pair in "$@"; do
     --images=0,1,2,3,4,5 --out=$R/overlays_cue${level}_seed200.png
 done
 cp runs/tuned/choices.json $R/choices.json
-echo "wrote $R/{study.csv,study.md,claim.md,controls.md,choices.json} and the overlays"
+echo "wrote $R/{study.csv,study.md,tuning.csv,tuning.md,claim.md,controls.md,cost.md,choices.json} and the overlays"

@@ -1,0 +1,46 @@
+r"""The CPU hours a study spent, from its CSVs.
+
+  python experiments/cost.py experiments/results/tuned/probes.csv \
+      experiments/results/tuned/tuning.csv experiments/results/tuned/study.csv
+
+A training counts once: an inference-only method (grids.TRAINED_AS) records the train_s of the
+training it evaluates, which another cell ran, so only its eval_s is its own. Each cell's seconds
+count once per core it ran on (the `cores` column; 1 where a row lacks it). Paused windows
+(PAUSES.md) are inside these times, so the figure is an upper bound.
+"""
+
+import math
+import os
+import sys
+
+from experiments import study
+
+
+def cpu_seconds(rows):
+  """Core-seconds of the rows' own work (see the module's docstring)."""
+  total = 0.0
+  for row in rows:
+    cores = row.get('cores', math.nan)
+    cores = cores if isinstance(cores, (int, float)) and math.isfinite(cores) else 1
+    own = row['eval_s'] + (0.0 if row['method'] in study.TRAINED_AS else row['train_s'])
+    total += own * cores
+  return total
+
+
+def main(paths):
+  if not paths:
+    sys.exit('usage: python experiments/cost.py STUDY_CSV [STUDY_CSV ...]')
+  missing = [p for p in paths if not os.path.isfile(p)]
+  if missing:
+    sys.exit(f'error: {missing[0]} not found; pass the CSVs that experiments/study.py wrote.')
+  total = 0.0
+  for path in paths:
+    rows = study.read_rows(path)
+    seconds = cpu_seconds(rows)
+    total += seconds
+    print(f'{path}: {len(rows)} rows, {seconds / 3600:.1f} CPU hours')
+  print(f'in all: {total / 3600:.1f} CPU hours')
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])
