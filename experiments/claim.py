@@ -146,7 +146,8 @@ def markdown(found):
                  f"{fmt(c['corloc'])} | {stats.format_difference(*c['gain'])} | "
                  f"{stats.format_p(c['p'])} | {c['wins']}/{c['seeds']} | {fmt(c['map_change'])} | "
                  f"{c['background_change']:+.3f} | {c['pxap_change']:+.3f} | "
-                 f"{_full_cue_text(c)} | {c['trainings']} | {c['train_ratio']:.2f} | {c['eval_ratio']:.2f} | {'yes' if c['met'] else 'no'} |")
+                 f"{_full_cue_text(c)} | {c['trainings']} | {c['train_ratio']:.2f} | "
+                 f"{c['eval_ratio']:.2f} | {'yes' if c['met'] else 'no'} |")
   return '\n'.join(lines) + '\n'
 
 
