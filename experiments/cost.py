@@ -21,7 +21,7 @@ def cpu_seconds(rows):
   total = 0.0
   for row in rows:
     cores = row.get('cores', math.nan)
-    cores = cores if isinstance(cores, (int, float)) and math.isfinite(cores) else 1
+    cores = cores if math.isfinite(cores) else 1
     own = [row['eval_s']] + ([] if row['method'] in study.TRAINED_AS else [row['train_s']])
     total += sum(v for v in own if math.isfinite(v)) * cores  # An unrecorded time counts 0.
   return total
