@@ -8,7 +8,7 @@ set -e
 cd /work/main
 R=experiments/results/tuned
 PY=.venv/bin/python
-cp runs/tuned/study.csv runs/tuned/study.md runs/tuned/tuning.csv runs/tuned/tuning.md $R/
+cp runs/tuned/study.csv runs/tuned/study.md runs/tuned/study.png runs/tuned/tuning.csv runs/tuned/tuning.md $R/
 $PY experiments/cost.py $R/probes.csv $R/tuning.csv $R/study.csv > $R/cost.md
 $PY experiments/claim.py --csv=$R/study.csv --write=experiments/results/claim.json > $R/claim.md || true
 $PY experiments/controls.py --csv=$R/study.csv > $R/controls.md
@@ -24,4 +24,4 @@ for pair in "$@"; do
     --images=150 > $R/diagnosis_cue${level}.md
 done
 cp runs/tuned/choices.json $R/choices.json
-echo "wrote $R/{study.csv,study.md,tuning.csv,tuning.md,claim.md,controls.md,cost.md,choices.json}, the overlays and diagnosis_cue*.md"
+echo "wrote $R/{study.csv,study.md,study.png,tuning.csv,tuning.md,claim.md,controls.md,cost.md,choices.json}, the overlays and diagnosis_cue*.md"
