@@ -20,7 +20,10 @@ split's when the CSV has any, as claim.py does), per body_cue level, on the pair
   wildcat), the rule on ACoL (acol - acol_zero), and ACoL's second classifier at z > 0
   (acol_zero - wildcat).
 
-Every difference is printed with its 95 % t-interval and exact sign-flip p ("not resolved
+Each level's list opens with the setting each method ran at: every method at its own tuned
+choice (the controls at ex-CAM's), so a difference between two tuned methods (wildcat_max - excam,
+wildcat_relative - wildcat) can hold a difference of pooling as well as of mechanism where the two
+settings differ. Every difference is printed with its 95 % t-interval and exact sign-flip p ("not resolved
 (+-X)" where the interval contains 0); a control absent from the rows is said to be absent.
 """
 
@@ -111,11 +114,27 @@ def acol_parts(rows, cue):
   return lines
 
 
+CONTROLLED = ('excam', 'wildcat_max', 'excam_d07', 'excam_m4', 'excam_m8', 'excam_hard', 'wildcat',
+              'wildcat_relative', 'acol', 'acol_zero')
+
+
+def settings(rows, cue):
+  """The line naming the setting (or settings) each method of the controls ran at `cue`."""
+  said = []
+  for method in CONTROLLED:
+    found = sorted({r.get('setting') or 'none' for r in rows
+                    if r['method'] == method and float(r['body_cue']) == cue})
+    if found:
+      said.append(f"{method} {' / '.join(found)}")
+  return 'settings (a control and its reference may differ in them): ' + (
+      ', '.join(said) if said else 'no method of the controls ran') + '.'
+
+
 def verdicts(rows):
   """{body_cue: [lines]} for every level of the rows (claim.py's choice of split)."""
   out = {}
   for cue in sorted({float(r['body_cue']) for r in rows}):
-    out[cue] = [max_identity(rows, cue), delta_07(rows, cue), *more_maps(rows, cue),
+    out[cue] = [settings(rows, cue), max_identity(rows, cue), delta_07(rows, cue), *more_maps(rows, cue),
                 hard_masks(rows, cue), *acol_parts(rows, cue)]
   return out
 

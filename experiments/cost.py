@@ -3,10 +3,11 @@ r"""The CPU hours a study spent, from its CSVs.
   python experiments/cost.py experiments/results/tuned/probes.csv \
       experiments/results/tuned/tuning.csv experiments/results/tuned/study.csv
 
-A training counts once: an inference-only method (grids.TRAINED_AS) records the train_s of the
-training it evaluates, which another cell ran, so only its eval_s is its own. Each cell's seconds
-count once per core it ran on (the `cores` column; 1 where a row lacks it). Paused windows
-(PAUSES.md) are inside these times, so the figure is an upper bound.
+A training counts once: cells that evaluate one training (an inference-only method,
+grids.TRAINED_AS, at the training's setting) all record its train_s, which only the first of them
+adds; each cell's eval_s is its own. Each cell's seconds count once per core it ran on (the `cores`
+column; 2 where a row lacks it, as every cell trained on both cores before the column existed).
+Paused windows (PAUSES.md) are inside these times, so the figure is an upper bound.
 """
 
 import math
@@ -18,11 +19,15 @@ from experiments import study
 
 def cpu_seconds(rows):
   """Core-seconds of the rows' own work (see the module's docstring)."""
-  total = 0.0
+  total, trained = 0.0, set()
   for row in rows:
     cores = row.get('cores', math.nan)
-    cores = cores if math.isfinite(cores) else 1
-    own = [row['eval_s']] + ([] if row['method'] in study.TRAINED_AS else [row['train_s']])
+    cores = cores if math.isfinite(cores) else 2
+    setting = row.get('setting')
+    key = study.training_key((row['method'], row['body_cue'], row['seed'], None,
+                              study.parse_setting(setting if isinstance(setting, str) else '')))
+    own = [row['eval_s']] + ([] if key in trained else [row['train_s']])
+    trained.add(key)
     total += sum(v for v in own if math.isfinite(v)) * cores  # An unrecorded time counts 0.
   return total
 

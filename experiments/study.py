@@ -709,6 +709,10 @@ def run_study(workdir, cells, command, launch, tuning=False, jobs=1):
 
   Returns:
     All rows of the CSV.
+
+  Raises:
+    CellFailed: after every other cell ran, naming each cell that failed (it wrote no row; a
+      rerun of the same command retries it).
   """
   os.makedirs(workdir, exist_ok=True)
   csv_path = os.path.join(workdir, TUNING_CSV if tuning else CSV_NAME)
@@ -730,14 +734,23 @@ def run_study(workdir, cells, command, launch, tuning=False, jobs=1):
     print(f'{cell_name(method, cue, seed, setting)} ({split}): {PRIMARY} {row[PRIMARY]:.3f}, '
           f'body coverage {row["parts_body_coverage"]:.3f} ({seconds:.0f} s)', flush=True)
 
+  failures = []
   if jobs == 1:
     for cell, split, setting in todo:
       started = time.perf_counter()
-      finished(cell, split, setting, launch(*cell), time.perf_counter() - started)
+      try:
+        row = launch(*cell)
+      except CellFailed as err:  # The other cells go on; the study names it at its end.
+        failures.append(str(err))
+        print(f'error: {err}', flush=True)
+        continue
+      finished(cell, split, setting, row, time.perf_counter() - started)
   else:
-    _run_parallel(todo, launch, jobs, finished)
+    _run_parallel(todo, launch, jobs, finished, failures)
   if rows:
     write_summary(workdir, rows, command, tuning)
+  if failures:
+    raise CellFailed(f'{len(failures)} cell(s) failed and wrote no row: ' + ' '.join(failures))
   return rows
 
 
@@ -755,8 +768,9 @@ def training_key(cell):
           setting_text(training_part(setting)))
 
 
-def _run_parallel(todo, launch, jobs, finished):
-  """`jobs` cells at once, started in order, each on a free share of the cores."""
+def _run_parallel(todo, launch, jobs, finished, failures):
+  """`jobs` cells at once, started in order, each on a free share of the cores; a cell that
+  fails adds its message to `failures` and the others go on."""
   free, running = core_shares(jobs), {}
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
     try:
@@ -775,8 +789,14 @@ def _run_parallel(todo, launch, jobs, finished):
         for future in done:
           cell, split, setting, cpus, started = running.pop(future)
           free.append(cpus)
-          finished(cell, split, setting, future.result(), time.perf_counter() - started)
-    finally:  # A failure or a stop: the other running cells stop too (saving checkpoints).
+          try:
+            row = future.result()
+          except CellFailed as err:
+            failures.append(str(err))
+            print(f'error: {err}', flush=True)
+            continue
+          finished(cell, split, setting, row, time.perf_counter() - started)
+    finally:  # A stop (Ctrl-C, SIGTERM): the running cells stop too (saving checkpoints).
       for proc in list(_RUNNING):
         if proc.poll() is None:
           proc.terminate()

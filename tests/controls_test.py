@@ -53,7 +53,8 @@ def test_delta_hard_masks_and_more_maps():
 def test_verdicts_cover_every_level_and_the_cli_refuses_an_empty_csv(tmp_path, monkeypatch):
   rows = _rows('excam', [0.6, 0.7], cue=1.0) + _rows('wildcat', [0.5, 0.6], cue=0.75)
   found = controls.verdicts(rows)
-  assert sorted(found) == [0.75, 1.0] and len(found[1.0]) == 8
+  assert sorted(found) == [0.75, 1.0] and len(found[1.0]) == 9
+  assert found[1.0][0] == 'settings (a control and its reference may differ in them): excam none.'
   assert '## body_cue 0.75' in controls.markdown(found)
   study.write_rows(str(tmp_path / 'study.csv'), [])
   monkeypatch.setattr(sys, 'argv', ['controls.py', f'--csv={tmp_path / "study.csv"}'])
@@ -68,3 +69,12 @@ def test_the_cli_refuses_tuning_rows(tmp_path, monkeypatch):
   monkeypatch.setattr(sys, 'argv', ['controls.py', f'--csv={tmp_path / "tuning.csv"}'])
   with pytest.raises(SystemExit, match='several settings of a method for one seed'):
     controls.main()
+
+
+def test_settings_name_each_side_of_the_controls():
+  rows = ([dict(r, setting='model.kmax=0.2') for r in _rows('excam', [0.6, 0.7])] +
+          [dict(r, setting='model.kmax=0.3') for r in _rows('wildcat_max', [0.6, 0.7])] +
+          [dict(r, setting='model.kmax=0.1') for r in _rows('cam', [0.6, 0.7])])  # Not a control.
+  assert controls.settings(rows, 0.75) == ('settings (a control and its reference may differ in '
+                                          'them): excam model.kmax=0.2, wildcat_max model.kmax=0.3.')
+  assert controls.settings(rows, 1.0).endswith('no method of the controls ran.')

@@ -149,13 +149,18 @@ def test_study_appends_rows_and_resumes(tmp_path, capsys):
       raise study.CellFailed('killed')
     return _row(method, cue, seed, corloc=0.1 * len(launched))
 
-  with pytest.raises(study.CellFailed):
+  # The failed cell writes no row; the cell after it still runs, and the study then names it.
+  with pytest.raises(study.CellFailed, match=r'1 cell\(s\) failed and wrote no row: killed'):
     study.run_study(str(tmp_path), cells, 'cmd', launch)
-  assert len(study.read_rows(str(tmp_path / study.CSV_NAME))) == 2
+  assert len(launched) == 4
+  assert [(r['method'], r['body_cue'], r['seed'])
+          for r in study.read_rows(str(tmp_path / study.CSV_NAME))] == [cells[i] for i in (0, 1, 3)]
   launched.clear()
-  rows = study.run_study(str(tmp_path), cells, 'cmd', lambda *c: _row(*c, corloc=0.7))
-  assert [(r['method'], r['body_cue'], r['seed']) for r in rows] == cells
-  assert [r['corloc'] for r in rows] == pytest.approx([0.1, 0.2, 0.7, 0.7])
+  rows = study.run_study(str(tmp_path), cells, 'cmd',
+                         lambda *c: launched.append(c) or _row(*c, corloc=0.7))
+  assert launched == [cells[2]]  # Only the failed cell reruns.
+  assert [(r['method'], r['body_cue'], r['seed']) for r in rows] == [cells[i] for i in (0, 1, 3, 2)]
+  assert [r['corloc'] for r in rows] == pytest.approx([0.1, 0.2, 0.4, 0.7])
   assert (tmp_path / study.MD_NAME).read_text().startswith('# Study\n\nCommand: `cmd`')
   assert (tmp_path / study.PNG_NAME).stat().st_size > 1000
   capsys.readouterr()
@@ -268,6 +273,13 @@ def test_claim_criteria_by_hand():
   absent = claim.claims(_claim_rows(gains, full=None))[0]
   assert absent['full_cue_best'] is None and not absent['met']
   assert 'no body_cue 1 rows' in claim.markdown([absent])
+  # A missing background activation is no evidence of "no worse"; a seed whose CorLoc is
+  # missing is no seed (7 left).
+  no_bg = [dict(r, parts_background_activation=math.nan) for r in _claim_rows(gains)]
+  assert not claim.claims(no_bg)[0]['met']
+  holed = _claim_rows(gains)
+  holed[1] = dict(holed[1], corloc=math.nan)  # The method's row at body_cue 0.5, seed 0.
+  assert claim.claims(holed)[0]['seeds'] == 7 and not claim.claims(holed)[0]['met']
   two = claim.claims(_claim_rows(gains, method='acol_excam'))[0]
   assert two['trainings'] == 2 and not two['met']
   assert claim.trainings('acol_zero') == 2 and claim.trainings('wildcat_relative') == 1
@@ -338,18 +350,18 @@ def test_parallel_jobs_use_disjoint_cores_and_wait_for_a_shared_training(tmp_pat
   assert len(study.read_rows(os.path.join(tmp_path, study.CSV_NAME))) == 4
 
 
-def test_a_failed_parallel_cell_stops_the_study(tmp_path):
-  cells = [('wildcat', 0.5, s, 'validation', {}) for s in range(3)]
+def test_a_failed_parallel_cell_does_not_stop_the_others(tmp_path):
+  cells = [('wildcat', 0.5, s, 'validation', {}) for s in range(4)]
 
   def launch(method, cue, seed, split, setting, cpus=None):
-    if seed == 1:
-      raise study.CellFailed('cell failed (exit 1); see its log.')
+    if seed in (1, 2):
+      raise study.CellFailed(f'cell {seed} failed (exit 1); see its log.')
     return _row(method, cue, seed, corloc=0.5)
 
-  with pytest.raises(study.CellFailed):
+  with pytest.raises(study.CellFailed, match=r'2 cell\(s\) failed and wrote no row: cell [12] '):
     study.run_study(str(tmp_path), cells, 'cmd', launch, jobs=2)
   kept = study.read_rows(os.path.join(tmp_path, study.CSV_NAME))
-  assert {int(r['seed']) for r in kept} <= {0, 2}  # What finished is kept for the resume.
+  assert sorted(int(r['seed']) for r in kept) == [0, 3]  # The rest ran and is kept.
 
 
 def test_tunes_on_val_and_reports_on_test_on_a_wsol_benchmark_set(tmp_path):
@@ -414,12 +426,23 @@ def test_overlays_resolve_each_methods_training_and_inference_fields(tmp_path):
 
 def test_cpu_hours_count_a_shared_training_once(tmp_path):
   from experiments import cost  # pylint: disable=g-import-not-at-top
-  rows = [dict(_row('wildcat', 0.5, 0, 0.4), train_s=100.0, eval_s=10.0, cores=1.0),
+  kmax = lambda k: f'model.kmax={k}'
+  rows = [dict(_row('wildcat', 0.5, 0, 0.4, setting=kmax(0.2)), train_s=100.0, eval_s=10.0,
+               cores=1.0),
           # Evaluates the row above's training: only its own 20 s count.
-          dict(_row('wildcat_relative', 0.5, 0, 0.4), train_s=100.0, eval_s=20.0, cores=1.0),
+          dict(_row('wildcat_relative', 0.5, 0, 0.4, setting=kmax(0.2)), train_s=100.0,
+               eval_s=20.0, cores=1.0),
+          # A training no WILDCAT row ran (kmax 0.3): the first row that evaluates it counts it,
+          # the second (an eval.* field is no training field) only its evaluation.
+          dict(_row('wildcat_relative', 0.5, 0, 0.4, setting=kmax(0.3)), train_s=80.0,
+               eval_s=4.0, cores=1.0),
+          dict(_row('wildcat_cluster', 0.5, 0, 0.4,
+                    setting=kmax(0.3) + ';eval.map_expansion_temperature=5.0'),
+               train_s=80.0, eval_s=6.0, cores=1.0),
           dict(_row('excam', 0.5, 0, 0.4), train_s=50.0, eval_s=5.0, cores=2.0),
+          # A row without a cores value trained on both cores (before the column existed).
           dict(_row('cam', 0.5, 0, 0.4), train_s=7.0, eval_s=3.0, cores=math.nan)]
-  assert cost.cpu_seconds(rows) == pytest.approx(110 + 20 + 2 * 55 + 10)
+  assert cost.cpu_seconds(rows) == pytest.approx(110 + 20 + 84 + 6 + 2 * 55 + 2 * 10)
   path = str(tmp_path / 'study.csv')
   study.write_rows(path, rows)
-  assert cost.cpu_seconds(study.read_rows(path)) == pytest.approx(250)
+  assert cost.cpu_seconds(study.read_rows(path)) == pytest.approx(350)
