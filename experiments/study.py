@@ -30,8 +30,9 @@ differs from it in one factor only).
 One training per cell (method, body_cue, seed, setting), each in its own process under
 <workdir>/runs/<method>_cue<c>_seed<s>[_<setting>], then evaluated on the split. A row is written
 to <workdir>/study.csv (tuning.csv when tuning) as each cell finishes; a killed study resumes where
-it stopped (finished cells are skipped, an unfinished training resumes from its checkpoint). After
-every cell the tables (study.md: mean +- 95 % t-interval per method and level; paired differences
+it stopped (finished cells are skipped, an unfinished training resumes from its checkpoint). A cell
+that fails writes no row: the others go on, and the study names the failed ones at its end (a rerun
+retries them). After every cell the tables (study.md: mean +- 95 % t-interval per method and level; paired differences
 from the best baseline at each level with the sign-flip p-value and Benjamini-Hochberg q-values)
 and study.png are rewritten.
 
