@@ -32,9 +32,9 @@ One training per cell (method, body_cue, seed, setting), each in its own process
 to <workdir>/study.csv (tuning.csv when tuning) as each cell finishes; a killed study resumes where
 it stopped (finished cells are skipped, an unfinished training resumes from its checkpoint). A cell
 that fails writes no row: the others go on, and the study names the failed ones at its end (a rerun
-retries them). After every cell the tables (study.md: mean +- 95 % t-interval per method and level; paired differences
-from the best baseline at each level with the sign-flip p-value and Benjamini-Hochberg q-values)
-and study.png are rewritten.
+retries them). After every cell the tables (study.md: mean +- 95 % t-interval per method and
+level; paired differences from the best baseline at each level with the sign-flip p-value and
+Benjamini-Hochberg q-values) and study.png are rewritten.
 
 The seed sets both the training seed and the data set's seed, so the intervals cover both.
 `body_only` and `part_only` are WILDCAT trained on the probes of the data set (parts painted over,
