@@ -23,8 +23,9 @@ split's when the CSV has any, as claim.py does), per body_cue level, on the pair
 Each level's list opens with the setting each method ran at: every method at its own tuned
 choice (the controls at ex-CAM's), so a difference between two tuned methods (wildcat_max - excam,
 wildcat_relative - wildcat) can hold a difference of pooling as well as of mechanism where the two
-settings differ. Every difference is printed with its 95 % t-interval and exact sign-flip p ("not resolved
-(+-X)" where the interval contains 0); a control absent from the rows is said to be absent.
+settings differ. Every difference is printed with its 95 % t-interval and exact sign-flip p
+("not resolved (+-X)" where the interval contains 0); a control absent from the rows is said to be
+absent.
 """
 
 import argparse
@@ -134,8 +135,8 @@ def verdicts(rows):
   """{body_cue: [lines]} for every level of the rows (claim.py's choice of split)."""
   out = {}
   for cue in sorted({float(r['body_cue']) for r in rows}):
-    out[cue] = [settings(rows, cue), max_identity(rows, cue), delta_07(rows, cue), *more_maps(rows, cue),
-                hard_masks(rows, cue), *acol_parts(rows, cue)]
+    out[cue] = [settings(rows, cue), max_identity(rows, cue), delta_07(rows, cue),
+                *more_maps(rows, cue), hard_masks(rows, cue), *acol_parts(rows, cue)]
   return out
 
 

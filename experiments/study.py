@@ -736,18 +736,22 @@ def run_study(workdir, cells, command, launch, tuning=False, jobs=1):
           f'body coverage {row["parts_body_coverage"]:.3f} ({seconds:.0f} s)', flush=True)
 
   failures = []
+
+  def failed(err):  # The other cells go on; the study names it at its end.
+    failures.append(str(err))
+    print(f'error: {err}', flush=True)
+
   if jobs == 1:
     for cell, split, setting in todo:
       started = time.perf_counter()
       try:
         row = launch(*cell)
-      except CellFailed as err:  # The other cells go on; the study names it at its end.
-        failures.append(str(err))
-        print(f'error: {err}', flush=True)
+      except CellFailed as err:
+        failed(err)
         continue
       finished(cell, split, setting, row, time.perf_counter() - started)
   else:
-    _run_parallel(todo, launch, jobs, finished, failures)
+    _run_parallel(todo, launch, jobs, finished, failed)
   if rows:
     write_summary(workdir, rows, command, tuning)
   if failures:
@@ -769,9 +773,9 @@ def training_key(cell):
           setting_text(training_part(setting)))
 
 
-def _run_parallel(todo, launch, jobs, finished, failures):
+def _run_parallel(todo, launch, jobs, finished, failed):
   """`jobs` cells at once, started in order, each on a free share of the cores; a cell that
-  fails adds its message to `failures` and the others go on."""
+  fails goes to `failed` (its CellFailed) and the others go on."""
   free, running = core_shares(jobs), {}
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
     try:
@@ -793,8 +797,7 @@ def _run_parallel(todo, launch, jobs, finished, failures):
           try:
             row = future.result()
           except CellFailed as err:
-            failures.append(str(err))
-            print(f'error: {err}', flush=True)
+            failed(err)
             continue
           finished(cell, split, setting, row, time.perf_counter() - started)
     finally:  # A stop (Ctrl-C, SIGTERM): the running cells stop too (saving checkpoints).
