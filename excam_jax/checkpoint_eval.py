@@ -24,6 +24,7 @@ from excam_jax.evaluation import parts
 from excam_jax.evaluation import report
 from excam_jax.models import map_transforms
 from excam_jax.runtime import files
+from excam_jax.training import checkpoints
 
 
 class _Examples:
@@ -141,8 +142,11 @@ def evaluate_checkpoint(workdir, split=None, step=None, compare=None, figures=8,
   cache = None
   if outputs_cache:  # The transform's '+relative' step runs after the (cached) outputs.
     base = expand['map_expansion'].partition('+')[0]
+    saved = os.path.join(os.path.abspath(workdir), checkpoints.CHECKPOINT_DIR, str(step))
     cache = inference.OutputsCache(outputs_cache, {
-        'step': step, 'split': split, 'data': config.data.to_dict(),
+        # The step's folder's time: a run retrained in place to the same step is another key.
+        'step': step, 'saved': os.stat(saved).st_mtime_ns if os.path.isdir(saved) else None,
+        'split': split, 'data': config.data.to_dict(),
         'batch': config.eval.batch_size, 'model': config.model.to_dict(),
         'transform': dict(expand, map_expansion=base)})
 

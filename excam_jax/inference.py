@@ -168,7 +168,7 @@ class OutputsCache:
   A transform 'X+relative' is X's maps followed by the relative rule, a cheap numpy step: with a
   cache, X's outputs are computed once (AdvCAM's climb costs hundreds of plain passes) and
   'X' and 'X+relative' are both scored from them. The key fingerprints everything the outputs
-  depend on: the checkpoint step, the split, the data and model configs and the transform X.
+  depend on: the checkpoint step (and when its folder was written), the split, the data and model configs and the transform X.
   """
 
   def __init__(self, folder, key_fields):

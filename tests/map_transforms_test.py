@@ -374,6 +374,11 @@ def test_outputs_cache_climbs_once_for_advcam_and_advcam_relative(tmp_path, writ
   fields['map_expansion_climb_steps'] = 2
   evaluate('advcam', 'two_steps', cache)
   assert len(os.listdir(cache)) == 2 and climbed['protocol'] != cached['protocol']
+  # A checkpoint written again at the same step (a run retrained in place) is another key too.
+  saved = tmp_path / 'checkpoints' / '3'
+  os.utime(saved, ns=(saved.stat().st_atime_ns, saved.stat().st_mtime_ns + 10**9))
+  evaluate('advcam', 'rewritten', cache)
+  assert len(os.listdir(cache)) == 3
 
 
 
