@@ -134,9 +134,11 @@ def main():
           sys.exit(f'{method} has no training at body_cue {args.body_cue} seed {seed} '
                    f'({run_dir}); run the study for it first')
         z, kinds = run_diagnosis(run_dir, args.split, args.images, transform, model)
-        done, all_z, all_kinds = results.get(method, (0, dict.fromkeys(REGIONS, ()), {}))
-        results[method] = (done + 1, {r: list(all_z[r]) + z[r] for r in REGIONS},
-                           {k: all_kinds.get(k, 0) + kinds[k] for k in KINDS})
+        done, all_z, all_kinds = results.setdefault(
+            method, (0, {r: [] for r in REGIONS}, dict.fromkeys(KINDS, 0)))
+        for r in REGIONS:
+          all_z[r].extend(z[r])
+        results[method] = (done + 1, all_z, {k: all_kinds[k] + kinds[k] for k in KINDS})
     print(f'Body_cue {args.body_cue}, {args.split} split, seeds {args.seeds}, the first '
           f'{args.images} images of each; z on each method\'s own scale (boxed at z > 0); the '
           'kinds as fractions of the CorLoc samples.\n')
