@@ -95,6 +95,7 @@ METRICS = ('classification_map', 'corloc', 'maxboxacc', 'maxboxaccv2', 'localiza
            'parts_background_activation', 'parts_argmax_in', 'parts_argmax_body',
            'parts_argmax_outside', 'top1_loc', 'gt_known_loc', 'top1_accuracy')
 TEXT_COLUMNS = ('method', 'split', 'setting')
+INT_COLUMNS = ('steps', 'cores')  # Read back as ints, so that a rewrite keeps '1008', not '1008.0'.
 # cores: the CPU cores of the process that trained the cell (XLA's thread pool: one and two
 # threads round differently, so a cell's numbers depend on it as on the machine; NaN in rows
 # written before it was recorded, which trained on 2).
@@ -324,8 +325,9 @@ def plot(rows, path, level=0.95):
 # Results files.
 
 def read_rows(path):
-  """The rows of a study's CSV (numbers as floats, seed as int; rows of older studies, which
-  lack the split and setting columns, are validation rows at no setting); [] when there is none."""
+  """The rows of a study's CSV (numbers as floats; seed, steps and cores as ints; rows of older
+  studies, which lack the split and setting columns, are validation rows at no setting); [] when
+  there is none."""
   if not os.path.exists(path):
     return []
   with open(path, newline='', encoding='utf-8') as f:
@@ -336,6 +338,8 @@ def read_rows(path):
         continue
       value = row.get(key)  # A column an older study did not have is NaN.
       row[key] = float(value) if value not in (None, '', 'nan') else math.nan
+      if key in INT_COLUMNS and math.isfinite(row[key]) and row[key] == int(row[key]):
+        row[key] = int(row[key])
     row['seed'] = int(row['seed'])
     row['split'] = row.get('split') or 'validation'
     row['setting'] = row.get('setting') or ''

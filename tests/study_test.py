@@ -202,6 +202,20 @@ def test_read_rows_of_an_older_study(tmp_path):
   assert '| excam | 0.5 | wildcat | 1 | ' in text
 
 
+def test_rewriting_rows_keeps_their_text(tmp_path):
+  # A resumed study rewrites the rows it read: integer columns stay integers, NaN stays NaN.
+  path = str(tmp_path / study.CSV_NAME)
+  study.write_rows(path, [dict(_row('wildcat', 0.75, 200, 0.25), steps=1008, cores=1),
+                          dict(_row('excam', 0.75, 200, 0.5), steps=1008, cores=math.nan)])
+  text = open(path, encoding='utf-8').read()
+  rows = study.read_rows(path)
+  assert rows[0]['steps'] == 1008 and isinstance(rows[0]['cores'], int)
+  assert math.isnan(rows[1]['cores'])
+  study.write_rows(path, rows)
+  assert open(path, encoding='utf-8').read() == text
+  assert ',1008,1\n' in text
+
+
 def test_cell_config_sets_method_cue_and_seed():
   config = study.cell_config('excam', 0.25, 3, quick=True, extra=[('model.num_maps', 4)])
   assert config.model.head == 'excam' and config.model.self_drop is False
